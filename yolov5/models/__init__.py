@@ -1,0 +1,1 @@
+"""Model definitions: layers (common.py), Detect/Model and the yaml parser (yolo.py)."""

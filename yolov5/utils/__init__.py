@@ -1,0 +1,1 @@
+"""Utilities, one module per concern (see docs/ARCHITECTURE in the shared docs)."""
