@@ -1,0 +1,14 @@
+"""Compatibility front for scripts written against upstream YOLOv5 v6.0 (`utils.torch_utils`).
+
+Our own code uses `utils.devices.select_device`, which returns a `Device` with every
+device-specific decision. This module keeps the upstream signature, which returns a plain
+`torch.device`, for deployment and export scripts that import it by its v6.0 path.
+"""
+import torch
+
+from utils import devices
+
+
+def select_device(device="", batch_size=None, newline=True) -> torch.device:
+    """Upstream v6.0 `select_device`: parse `--device`, log the banner, return a torch.device."""
+    return devices.select_device(device, batch_size=batch_size, newline=newline).torch_device
