@@ -1,0 +1,18 @@
+"""Seeing through DataParallel / DistributedDataParallel wrappers.
+
+Anything that reads model attributes (EMA, AutoAnchor, checkpoints) must look at the bare model:
+the wrapper hides attributes such as `yaml`, `stride` and the Detect layer behind `.module`.
+"""
+import torch.nn as nn
+
+_WRAPPERS = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+
+
+def is_parallel(model):
+    """True if `model` is wrapped by DataParallel or DistributedDataParallel."""
+    return isinstance(model, _WRAPPERS)
+
+
+def de_parallel(model):
+    """The bare model: `model.module` for a DP/DDP wrapper, else `model` itself."""
+    return model.module if is_parallel(model) else model
