@@ -7,6 +7,8 @@ device-specific decision. This module keeps the upstream signature, which return
 import torch
 
 from utils import devices
+from utils.ema import ModelEMA  # noqa: F401  (upstream path utils.torch_utils.ModelEMA)
+from utils.parallel import de_parallel, is_parallel  # noqa: F401
 
 
 def select_device(device="", batch_size=None, newline=True) -> torch.device:
