@@ -1,0 +1,154 @@
+"""Train a YOLOv5 model on a custom dataset (MLU, CUDA or CPU).
+
+    python train.py --data coco128.yaml --cfg yolov5m.yaml --weights '' --device mlu     # from scratch
+    python train.py --data coco.yaml --weights ../yolov5_model/yolov5m.pt --device mlu   # from pretrained
+    python train.py --resume                                                           # resume
+    torchrun --nproc_per_node 4 train.py --data coco.yaml --cfg yolov5m.yaml --device mlu  # several cards
+
+Options follow upstream v6.0 (see utils/train_options.py for the additions: --pyamp, --iters, --skip,
+--seed). Benchmark logs: export BENCHMARK_LOG=path before running (utils_mlu/metric.py).
+"""
+import logging
+import os
+import sys
+import time
+from copy import deepcopy
+from pathlib import Path
+
+YOLO_ROOT = Path(__file__).resolve().parent
+if str(YOLO_ROOT) not in sys.path:
+    sys.path.insert(0, str(YOLO_ROOT))
+
+from utils.callbacks import Callbacks  # noqa: E402
+from utils.errors import UserError, exit_on_user_error  # noqa: E402
+from utils.train_options import check_values, parse_opt, resolve_resume, warn_unused  # noqa: E402
+
+LOGGER = logging.getLogger("yolov5")
+
+
+def set_logging(rank=-1):
+    """Plain message logging on the main process, warnings only on the other ranks."""
+    if not LOGGER.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        LOGGER.addHandler(handler)
+        LOGGER.propagate = False
+    LOGGER.setLevel(logging.INFO if rank in (-1, 0) else logging.WARNING)
+
+
+def resolve_files(opt):
+    """Check and resolve --data, --cfg, --hyp, --weights and make the run directory name."""
+    from utils.data_config import resolve_data_file
+    from utils.model_files import find_yaml
+    from utils.run_dir import increment_path
+    from utils.train_setup import check_weights_file
+
+    opt.data = str(resolve_data_file(opt.data))
+    opt.cfg = find_yaml(opt.cfg, "--cfg") if opt.cfg else ""
+    opt.hyp = find_yaml(opt.hyp, "--hyp")
+    check_weights_file(opt.weights)
+    if opt.evolve:
+        if opt.project == str(Path("runs") / "train"):
+            opt.project = str(Path("runs") / "evolve")
+        opt.exist_ok, opt.resume = bool(opt.resume), False
+    opt.save_dir = str(increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok))
+    return opt
+
+
+def ensure_demo_data(opt):
+    """`--data demo.yaml`: generate the embedded demo dataset on first use (seconds, no download)."""
+    if Path(opt.data).name != "demo.yaml":
+        return
+    from utils.data_config import resolve_data_file
+    from utils.demo_data import ensure_demo_dataset
+    import yaml
+    shipped = resolve_data_file("demo.yaml") if not Path(opt.data).is_file() else Path(opt.data)
+    root = yaml.safe_load(Path(shipped).read_text()).get("path", "../datasets/demo")
+    root = Path(root) if Path(root).is_absolute() else (Path(shipped).parent / root).resolve()
+    ensure_demo_dataset(root)
+    opt.data = str(shipped)
+
+
+def attach_benchmark(callbacks, opt, device):
+    """MetricCollector on every iteration when BENCHMARK_LOG is set (Cambricon's benchmark tooling)."""
+    from utils.benchmark_hooks import BenchmarkHooks
+    hooks = BenchmarkHooks(opt, device)
+    if hooks.enabled:
+        hooks.register(callbacks)
+    return hooks
+
+
+def train_once(opt, hyp, device, callbacks):
+    from utils.trainer import Trainer
+    return Trainer(opt, hyp, device, callbacks).fit()
+
+
+def evolve(opt, hyp, device):
+    """--evolve N: train N generations, each from a mutation of the best so far (compat-v6.md 7.13)."""
+    import numpy as np
+    from utils.evolve import evolve_generation, evolve_meta, plot_evolve, prepare_hyp, record_generation
+
+    opt.noval, opt.nosave = True, True
+    meta = evolve_meta(opt.noautoanchor)
+    hyp = prepare_hyp(hyp, opt.noautoanchor)
+    save_dir = Path(opt.save_dir)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    evolve_csv = save_dir / "evolve.csv"
+    rng = np.random.default_rng(opt.seed if opt.seed else int(time.time()))
+    for generation in range(opt.evolve):
+        hyp = evolve_generation(hyp, evolve_csv, rng, meta=meta)
+        gen_opt = deepcopy(opt)
+        gen_opt.save_dir = str(save_dir / f"gen{generation}")
+        results = train_once(gen_opt, hyp, device, Callbacks())
+        record_generation(results, hyp, save_dir)
+    plot_evolve(evolve_csv)
+    LOGGER.info(f"Hyperparameter evolution finished {opt.evolve} generations\n"
+                f"Results saved to {save_dir}\nUse best hyperparameters example: "
+                f"$ python train.py --hyp {save_dir / 'hyp_evolve.yaml'}")
+
+
+@exit_on_user_error
+def main(argv=None, callbacks=None):
+    opt = parse_opt(argv)
+    local_rank = int(os.environ.get("LOCAL_RANK", -1))
+    set_logging(local_rank)
+    if opt.resume and not opt.evolve:
+        opt = resolve_resume(opt)
+    else:
+        check_values(opt)
+        ensure_demo_data(opt)
+        opt = resolve_files(opt)
+    warn_unused(opt, log=LOGGER.warning)
+
+    from utils.devices import select_device
+    from utils.train_setup import load_hyp
+
+    device = select_device(opt.device, batch_size=opt.batch_size)
+    if device.world_size > 1:
+        if opt.image_weights or opt.evolve:
+            raise UserError("--image-weights and --evolve are not supported with several processes (torchrun)")
+        if opt.batch_size % device.world_size:
+            raise UserError(f"--batch-size {opt.batch_size} must be a multiple of the {device.world_size} processes")
+        device.init_distributed()
+    hyp = load_hyp(opt.hyp)
+    try:
+        if opt.evolve:
+            evolve(opt, hyp, device)
+            return None
+        callbacks = callbacks or Callbacks()
+        hooks = attach_benchmark(callbacks, opt, device)
+        results = train_once(opt, hyp, device, callbacks)
+        hooks.finish()
+        if device.local_rank in (-1, 0) and not opt.skip:
+            LOGGER.info(f"Final mAP@0.5 {results[2]:.4f}, mAP@0.5:0.95 {results[3]:.4f} "
+                        f"(results in {opt.save_dir})")
+        return results
+    finally:
+        if device.world_size > 1:
+            import torch.distributed as dist
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
