@@ -39,13 +39,13 @@ fi
 
 # Re-run pip only when the requirement files changed since the last successful install.
 reqs=("$root/requirements_mlu.txt")
-[ "$want_dev" = 1 ] && reqs+=("$root/requirements-dev.txt")
-stamp="$venv/.requirements.sha256"
+[ "$want_dev" = 1 ] && reqs+=("$root/requirements-dev.txt" "$root/requirements-export.txt")
+stamp="$venv/.requirements$([ "$want_dev" = 1 ] && echo -dev).sha256"
 digest="$(cat "${reqs[@]}" | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || ! grep -qx "$digest" "$stamp"; then
   log "installing ${reqs[*]##*/}"
   args=()
-  for r in "${reqs[@]}"; do args+=(-r "$r"); done
+  for r in "${reqs[@]}"; do args+=(-r "$r"); done  # -r nesting is resolved by pip
   "$vpy" -m pip install --disable-pip-version-check -q "${args[@]}"
   echo "$digest" > "$stamp"
 fi
