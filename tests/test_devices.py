@@ -12,6 +12,7 @@ import sys
 import time
 import types
 from contextlib import nullcontext
+from datetime import timedelta
 
 import pytest
 import torch
@@ -489,6 +490,85 @@ def test_mlu_ranks_under_torchrun(mlu, monkeypatch):
     assert select_device("mlu", log=False).index == 3
     with pytest.raises(UserError, match="lists 2 device"):
         select_device("mlu:0,1", log=False)
+
+
+def test_mlu_1x_ddp_rank_mapping(mlu, monkeypatch):
+    """Catch-era builds (torch.mlu is torch_mlu.core.mlu_model) on the second node of a 2 x 4 job."""
+    double = mlu(api="1.x", device_count=4)
+    for name, value in {"LOCAL_RANK": "2", "RANK": "6", "WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "4"}.items():
+        monkeypatch.setenv(name, value)
+    dev = select_device("mlu", batch_size=64, log=False)
+    assert (dev.kind, dev.index, dev.indices, dev.local_rank, dev.world_size) == ("mlu", 2, (2,), 2, 8)
+    assert dev.module is sys.modules["torch_mlu.core.mlu_model"]
+    assert dev.dist_backend == "cncl" and dev.ddp_kwargs() == {}
+    assert dev.nms_on_cpu and dev.postprocess_device == torch.device("cpu")
+    inits = []
+    monkeypatch.setattr(dist, "init_process_group", lambda **kw: inits.append((double.current, kw)))
+    double.calls.clear()
+    dev.init_distributed(timeout_s=30)
+    assert [(n, a) for n, a, _ in double.calls] == [("set_device", (2,))]  # before the group exists
+    assert inits == [(2, {"backend": "cncl", "timeout": timedelta(seconds=30)})]
+    barriers = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "barrier", lambda **kw: barriers.append(kw))
+    dev.barrier()
+    assert barriers == [{}]  # device_ids is NCCL-only
+
+
+def test_validator_runs_nms_on_the_postprocess_device(repo_root, coco128_dir, tmp_path, monkeypatch):
+    """The validator hands NMS predictions on `Device.postprocess_device` (CPU for MLU, above).
+
+    No second real device exists here, so a CPU Device whose post-processing device is 'meta'
+    shows that the validator moves predictions to whatever the device layer names."""
+    from models.yolo import Model
+    from utils import validator
+    from utils.loaders import create_dataloader
+
+    class PostprocessOnMeta(Device):
+        @property
+        def postprocess_device(self):
+            return torch.device("meta")
+
+    class Stop(Exception):
+        pass
+
+    received = []
+
+    def recording_nms(prediction, *args, **kwargs):
+        received.append((prediction.device, prediction.dtype, tuple(prediction.shape)))
+        raise Stop
+    monkeypatch.setattr(validator, "non_max_suppression", recording_nms)
+    listing = tmp_path / "images.txt"
+    images = sorted((coco128_dir / "images" / "train2017").glob("*.jpg"))[:2]
+    listing.write_text("".join(f"{p}\n" for p in images))
+    loader, _ = create_dataloader(str(listing), 64, 2, 32, rect=True, pad=0.5, workers=0)
+    torch.manual_seed(0)
+    model = Model(str(repo_root / "yolov5" / "models" / "yolov5n.yaml"), nc=80)
+    for dev in (PostprocessOnMeta("cpu"), select_device("cpu", log=False)):
+        with pytest.raises(Stop):
+            validator.run({"nc": 80, "names": [str(i) for i in range(80)]}, model=model, dataloader=loader,
+                          device=dev, plots=False)
+    assert [r[0] for r in received] == [torch.device("meta"), torch.device("cpu")]
+    assert all(r[1] == torch.float32 and r[2][0] == 2 and r[2][2] == 85 for r in received)
+
+
+def test_checkpoints_load_on_cpu_then_move(fixtures_dir, monkeypatch):
+    """Every checkpoint load maps to CPU first (the seed's change), then moves to the target."""
+    from models.experimental import attempt_load
+    from utils import checkpoint
+
+    asked = []
+    real_load = torch.load
+
+    def recording_load(*args, **kwargs):
+        asked.append(kwargs.get("map_location"))
+        return real_load(*args, **kwargs)
+    monkeypatch.setattr(torch, "load", recording_load)
+    ckpt = checkpoint.load_checkpoint(fixtures_dir / "yolov5n_upstream_ckpt.pt", map_location=torch.device("meta"))
+    assert next(ckpt["model"].parameters()).device == torch.device("meta")
+    model = attempt_load(fixtures_dir / "yolov5n_upstream_ckpt.pt", map_location=torch.device("meta"))
+    assert {p.device for p in model.parameters()} == {torch.device("meta")}
+    assert asked == ["cpu", "cpu"]
 
 
 def test_mlu_several_cards_need_torchrun(mlu):
