@@ -7,6 +7,10 @@
 
 Options follow upstream v6.0 (see utils/train_options.py for the additions: --pyamp, --iters, --skip,
 --seed). Benchmark logs: export BENCHMARK_LOG=path before running (utils_mlu/metric.py).
+
+Exit codes: 0 done (also after a callback set callbacks.stop_training); 2 a user error (bad option,
+data or checkpoint, or a non-finite loss), printed as one line; 130 / 143 stopped by SIGINT /
+SIGTERM after saving a resumable last.pt (`--resume` continues it), the shell's 128 + signal.
 """
 import logging
 import os
@@ -26,10 +30,22 @@ from utils.train_options import check_values, parse_opt, resolve_resume, warn_un
 LOGGER = logging.getLogger("yolov5")
 
 
+class _CurrentStdoutHandler(logging.StreamHandler):
+    """Writes to whatever sys.stdout is at the time (tests and notebooks replace it)."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def set_logging(rank=-1):
     """Plain message logging on the main process, warnings only on the other ranks."""
     if not LOGGER.handlers:
-        handler = logging.StreamHandler(sys.stdout)
+        handler = _CurrentStdoutHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         LOGGER.addHandler(handler)
         LOGGER.propagate = False
@@ -78,9 +94,19 @@ def attach_benchmark(callbacks, opt, device):
     return hooks
 
 
+def attach_loggers(callbacks, opt, device):
+    """TensorBoard on the main process (not when evolving, as v6.0); results.csv is the trainer's own."""
+    if device.local_rank in (-1, 0) and not opt.evolve:
+        from utils.tb_logger import attach_tensorboard
+        attach_tensorboard(callbacks, opt.save_dir)
+
+
 def train_once(opt, hyp, device, callbacks):
+    """Run one training; returns the Trainer (.results; .interrupted and .stop after an early stop)."""
     from utils.trainer import Trainer
-    return Trainer(opt, hyp, device, callbacks).fit()
+    trainer = Trainer(opt, hyp, device, callbacks)
+    trainer.fit()
+    return trainer
 
 
 def evolve(opt, hyp, device):
@@ -99,12 +125,30 @@ def evolve(opt, hyp, device):
         hyp = evolve_generation(hyp, evolve_csv, rng, meta=meta)
         gen_opt = deepcopy(opt)
         gen_opt.save_dir = str(save_dir / f"gen{generation}")
-        results = train_once(gen_opt, hyp, device, Callbacks())
-        record_generation(results, hyp, save_dir)
+        trainer = train_once(gen_opt, hyp, device, Callbacks())
+        if trainer.interrupted:  # an interrupted generation has no valid result: stop evolving
+            LOGGER.info(f"Evolution stopped during generation {generation}; evolve.csv keeps the finished ones")
+            return trainer.stop
+        record_generation(trainer.results, hyp, save_dir)
     plot_evolve(evolve_csv)
     LOGGER.info(f"Hyperparameter evolution finished {opt.evolve} generations\n"
                 f"Results saved to {save_dir}\nUse best hyperparameters example: "
                 f"$ python train.py --hyp {save_dir / 'hyp_evolve.yaml'}")
+    return None
+
+
+def rank0_value(value):
+    """Rank 0's `value` on every rank (torch.distributed must be initialised)."""
+    import torch.distributed as dist
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def run_hyp_file(opt):
+    """Resumed runs read the run's own hyp.yaml (the original --hyp file may have changed or moved)."""
+    saved = Path(opt.save_dir) / "hyp.yaml"
+    return str(saved) if opt.resume and not opt.evolve and saved.is_file() else opt.hyp
 
 
 @exit_on_user_error
@@ -130,19 +174,30 @@ def main(argv=None, callbacks=None):
         if opt.batch_size % device.world_size:
             raise UserError(f"--batch-size {opt.batch_size} must be a multiple of the {device.world_size} processes")
         device.init_distributed()
-    hyp = load_hyp(opt.hyp)
+        opt.save_dir = rank0_value(opt.save_dir)  # each rank numbered exp{N} itself: use rank 0's
+    hyp = load_hyp(run_hyp_file(opt))
     try:
         if opt.evolve:
-            evolve(opt, hyp, device)
+            stop = evolve(opt, hyp, device)
+            if stop:
+                raise SystemExit(stop.exit_code)
             return None
         callbacks = callbacks or Callbacks()
         hooks = attach_benchmark(callbacks, opt, device)
-        results = train_once(opt, hyp, device, callbacks)
+        attach_loggers(callbacks, opt, device)
+        trainer = train_once(opt, hyp, device, callbacks)
         hooks.finish()
-        if device.local_rank in (-1, 0) and not opt.skip:
-            LOGGER.info(f"Final mAP@0.5 {results[2]:.4f}, mAP@0.5:0.95 {results[3]:.4f} "
+        if trainer.interrupted:
+            if trainer.stop.exit_code:  # stopped by a signal: say so to the shell (130 / 143)
+                raise SystemExit(trainer.stop.exit_code)
+        elif device.local_rank in (-1, 0) and not opt.skip:
+            LOGGER.info(f"Final mAP@0.5 {trainer.results[2]:.4f}, mAP@0.5:0.95 {trainer.results[3]:.4f} "
                         f"(results in {opt.save_dir})")
-        return results
+        return trainer.results
+    except KeyboardInterrupt:  # a second Ctrl-C / SIGTERM: stopped at once
+        LOGGER.warning(f"\nStopped at once. Checkpoints are written atomically: the last one saved, if any, is "
+                       f"{Path(opt.save_dir) / 'weights' / 'last.pt'} (resume with --resume)")
+        raise SystemExit(130) from None
     finally:
         if device.world_size > 1:
             import torch.distributed as dist

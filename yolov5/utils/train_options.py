@@ -2,7 +2,7 @@
 
 Upstream v6.0 options keep their names, defaults and meaning (compat-v6.md 1.1). Additions:
   --pyamp      mixed precision on any device (CUDA uses AMP by default anyway, as upstream)
-  --iters N    stop after exactly N optimizer iterations in total (benchmarks)
+  --iters N    stop after exactly N training iterations (batches) in total, counted across a resume
   --skip       no validation and no checkpoint writes (benchmarks)
   --seed N     global seed (v6.2's option; default 0 as there)
 Options kept for compatibility but without a use here say so when given (see `warn_unused`).
@@ -60,7 +60,7 @@ def build_parser():
     p.add_argument("--artifact_alias", type=str, default="latest", help="W&B: Version of dataset artifact to use")
     # The MLU port's additions
     p.add_argument("--pyamp", action="store_true", help="mixed precision on any device (MLU, CPU; CUDA has it on)")
-    p.add_argument("--iters", type=int, default=-1, help="stop after exactly N optimizer iterations (benchmark)")
+    p.add_argument("--iters", type=int, default=-1, help="stop after N training iterations (batches)")
     p.add_argument("--skip", action="store_true", help="skip validation and checkpoint writes (benchmark)")
     p.add_argument("--seed", type=int, default=0, help="global training seed")
     return p
@@ -117,7 +117,9 @@ def resolve_resume(opt):
     """Replace the options by those of the run being resumed (v6.0: opt.yaml next to weights/).
 
     Returns the new namespace. The run's own options come back whole, except that the command
-    line's --device and --workers win when given, so a run can move to another machine.
+    line's --device and --workers win when given (differ from their defaults), so a run can move to
+    another machine, and save_dir is the run directory holding the checkpoint (opt.yaml may record
+    a path relative to another working directory).
     """
     ckpt = opt.resume if isinstance(opt.resume, str) else find_last_checkpoint()
     if not ckpt:
@@ -136,9 +138,10 @@ def resolve_resume(opt):
         raise UserError(f"--resume: cannot read {opt_file}: {e}") from None
     defaults = vars(build_parser().parse_args([]))
     merged = {**defaults, **saved}
-    merged.update(cfg="", weights=str(ckpt), resume=True)
-    if opt.device:
-        merged["device"] = opt.device
+    merged.update(cfg="", weights=str(ckpt), resume=True, save_dir=str(ckpt.parent.parent))
+    for key in ("device", "workers"):
+        if getattr(opt, key) != defaults[key]:
+            merged[key] = getattr(opt, key)
     return argparse.Namespace(**merged)
 
 

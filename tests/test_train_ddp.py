@@ -1,0 +1,64 @@
+"""torchrun with 2 CPU processes (gloo): the batch is split, gradients are averaged, only rank 0 writes.
+
+A small wrapper script runs train.main with a callback that records, per rank, the images each
+batch held and a hash of the model's parameters at the end; the test compares the ranks.
+"""
+import json
+import subprocess
+import sys
+import textwrap
+
+from train_helpers import YOLO_DIR, cli_env, make_data_yaml, train_args
+from utils.checkpoint import load_checkpoint
+from utils.results_log import read_results
+
+WRAPPER = textwrap.dedent("""
+    import hashlib, json, os, sys
+    sys.path.insert(0, {yolo_dir!r})
+    import train
+    from utils.callbacks import Callbacks
+    from utils.parallel import de_parallel
+
+    rank, seen = int(os.environ["RANK"]), {{"batches": []}}
+    callbacks = Callbacks()
+
+    def batch_end(ni, model, imgs, targets, paths, plots, sync_bn):
+        seen["model"] = model
+        seen["batches"].append([ni, [os.path.basename(p) for p in paths]])
+
+    def train_end(*args):
+        params = de_parallel(seen["model"]).named_parameters()
+        digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for _, p in params)).hexdigest()
+        with open(os.path.join({out_dir!r}, f"rank{{rank}}.json"), "w") as f:
+            json.dump({{"params": digest, "batches": seen["batches"],
+                       "ddp": type(seen["model"]).__name__}}, f)
+
+    callbacks.register_action("on_train_batch_end", "record", batch_end)
+    callbacks.register_action("on_train_end", "record", train_end)
+    train.main(sys.argv[1:], callbacks=callbacks)
+""")
+
+
+def test_two_rank_gloo_training(tmp_path, coco128_dir):
+    data = make_data_yaml(tmp_path, coco128_dir, n=16)
+    script = tmp_path / "ddp_train.py"
+    script.write_text(WRAPPER.format(yolo_dir=str(YOLO_DIR), out_dir=str(tmp_path)))
+    args = train_args(data, tmp_path / "runs", "ddp", 64, 8, 3, "--iters", "3", "--noautoanchor")
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(script), *args], cwd=YOLO_DIR, env=cli_env(), capture_output=True, text=True,
+                         timeout=240)
+    assert run.returncode == 0, (run.stdout[-2000:], run.stderr[-4000:])
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["ddp"] for r in ranks] == ["DistributedDataParallel"] * 2
+    assert ranks[0]["params"] == ranks[1]["params"]  # gradients averaged: identical weights
+    for r in ranks:  # 16 images, 4 per rank per batch: 2 batches per epoch, 3 iterations in all
+        assert [ni for ni, _ in r["batches"]] == [0, 1, 2] and all(len(p) == 4 for _, p in r["batches"])
+    epoch0 = [{name for _, paths in r["batches"][:2] for name in paths} for r in ranks]
+    assert len(epoch0[0]) == len(epoch0[1]) == 8 and not epoch0[0] & epoch0[1]  # each rank half the data
+
+    # only rank 0 wrote: one run directory, one results row per epoch, finished checkpoints
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["ddp"]
+    assert list(read_results(tmp_path / "runs" / "ddp" / "results.csv")[1][:, 0]) == [0, 1]
+    last = load_checkpoint(tmp_path / "runs" / "ddp" / "weights" / "last.pt")
+    assert last["epoch"] == -1 and last["model"].nc == 80
+    assert run.stdout.count("Starting training for 3 epochs") == 1  # rank 1 logs warnings only

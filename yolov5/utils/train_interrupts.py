@@ -1,0 +1,60 @@
+"""Stopping a training run early and cleanly: Ctrl-C, SIGTERM (batch schedulers) or a callback.
+
+The first SIGINT/SIGTERM only records the request; the trainer finishes the current batch, saves
+a resumable last.pt and returns, and train.py exits with the shell's code for the signal
+(130 for SIGINT, 143 for SIGTERM), so job schedulers see an early stop, not a success. A second
+signal stops at once (KeyboardInterrupt): checkpoints are written atomically, so the previous
+last.pt stays intact. A callback can ask for the same clean stop by setting
+`callbacks.stop_training = True`; that run exits with code 0.
+"""
+import logging
+import signal
+from contextlib import contextmanager
+
+LOGGER = logging.getLogger("yolov5")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopRequest:
+    """Why the run should stop early: None until a signal or a callback asks."""
+
+    def __init__(self):
+        self.reason = None  # 'SIGINT', 'SIGTERM' or 'callback'
+        self.signum = None
+
+    def __bool__(self):
+        return self.reason is not None
+
+    def set(self, reason, signum=None):
+        if self.reason is None:
+            self.reason, self.signum = reason, signum
+
+    @property
+    def exit_code(self):
+        """128 + signal number after a signal (the shell convention), 0 otherwise."""
+        return 128 + int(self.signum) if self.signum else 0
+
+
+@contextmanager
+def stop_on_signals(request):
+    """While active, SIGINT/SIGTERM fill `request` (the second one raises KeyboardInterrupt)."""
+    def handler(signum, frame):
+        if request.signum is not None:
+            raise KeyboardInterrupt
+        request.set(signal.Signals(signum).name, signum)
+        LOGGER.warning(f"\n{request.reason} received: finishing this batch, saving last.pt, then stopping "
+                       "(send it again to stop at once)")
+
+    previous = {}
+    try:
+        for sig in STOP_SIGNALS:
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread (e.g. a notebook worker): keep the default handlers
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        previous = {}
+    try:
+        yield request
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
