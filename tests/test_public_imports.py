@@ -10,7 +10,7 @@ PUBLIC = {
     "utils.general": ["non_max_suppression", "scale_coords", "xywh2xyxy", "xyxy2xywh", "check_img_size",
                       "increment_path", "check_file"],
     "utils.augmentations": ["letterbox"],
-    "utils.datasets": ["create_dataloader", "LoadImages"],
+    "utils.datasets": ["create_dataloader", "LoadImages", "LoadStreams"],
     "utils.torch_utils": ["select_device", "ModelEMA", "de_parallel"],
     "utils.metrics": ["ap_per_class", "box_iou", "fitness", "ConfusionMatrix"],
     "utils.loss": ["ComputeLoss"],

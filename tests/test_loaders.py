@@ -1,0 +1,146 @@
+"""create_dataloader: batches, worker rule, persistent workers, seeded determinism, DDP sampler,
+image weights; LoadImages for detect.py."""
+import os
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import yaml
+from torch.utils.data import DataLoader, DistributedSampler
+
+from utils.datasets import LoadImages, create_dataloader  # upstream import paths
+from utils.errors import UserError
+from utils.loaders import InfiniteDataLoader, labels_to_class_weights, update_image_weights, worker_count
+from test_datasets import HYP_DIR
+
+
+@pytest.fixture(autouse=True)
+def user_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("YOLOV5_CACHE_DIR", str(tmp_path / "user_cache"))
+
+
+@pytest.fixture(scope="module")
+def hyp():
+    with open(HYP_DIR / "hyp.scratch.yaml") as f:
+        return yaml.safe_load(f)
+
+
+@pytest.fixture
+def images(tmp_path, coco128_dir):
+    im_dir, lb_dir = tmp_path / "images" / "t", tmp_path / "labels" / "t"
+    im_dir.mkdir(parents=True)
+    lb_dir.mkdir(parents=True)
+    for f in sorted((coco128_dir / "images" / "train2017").glob("*.jpg"))[:10]:
+        shutil.copy(f, im_dir)
+        shutil.copy(coco128_dir / "labels" / "train2017" / f"{f.stem}.txt", lb_dir)
+    return im_dir
+
+
+def test_worker_rule():
+    cpu = os.cpu_count()
+    assert worker_count(16, 8) == min(cpu, 16, 8)
+    assert worker_count(1, 8) == 0 and worker_count(16, 0) == 0
+    assert worker_count(16, 8, world_size=cpu) == min(1, 8)
+
+
+def take(loader, n):
+    out = []
+    for i, batch in enumerate(loader):
+        out.append(batch)
+        if i + 1 == n:
+            break
+    return out
+
+
+def test_seeded_workers_are_reproducible(images, hyp):
+    def batches(seed):
+        loader, _ = create_dataloader(str(images), 160, 4, 32, hyp=hyp, augment=True, workers=2, seed=seed)
+        assert isinstance(loader, InfiniteDataLoader) and loader.num_workers == min(2, os.cpu_count())
+        return [(b[0].clone(), b[1].clone()) for b in take(loader, 3)]
+
+    a, b, c = batches(0), batches(0), batches(1)
+    for (ia, ta), (ib, tb) in zip(a, b):
+        assert torch.equal(ia, ib) and torch.equal(ta, tb)
+    assert not all(torch.equal(x[0], y[0]) for x, y in zip(a, c))
+    imgs, targets = a[0]
+    assert imgs.dtype == torch.uint8 and tuple(imgs.shape) == (4, 3, 160, 160) and targets.shape[1] == 6
+
+
+def test_infinite_loader_keeps_workers_across_epochs(images):
+    loader, ds = create_dataloader(str(images), 160, 4, 32, workers=2, rect=True, pad=0.5)
+    assert len(loader) == 3  # ceil(10 / 4)
+    epochs = []
+    for _ in range(2):
+        epochs.append([p for _, _, paths, _ in loader for p in paths])
+        if loader.num_workers:
+            pids = [w.pid for w in loader.iterator._workers]
+            assert all(w.is_alive() for w in loader.iterator._workers)
+    assert epochs[0] == epochs[1] == ds.img_files  # v6.0: no shuffling on one device
+    if loader.num_workers:
+        assert pids == [w.pid for w in loader.iterator._workers]
+
+
+def test_batch_size_capped_and_shuffle_option(images):
+    loader, ds = create_dataloader(str(images), 160, 64, 32, workers=0, shuffle=True, seed=3)
+    assert loader.batch_size == 10
+    paths = [p for _, _, ps, _ in loader for p in ps]
+    assert sorted(paths) == sorted(ds.img_files) and paths != ds.img_files
+
+
+def test_distributed_sampler_under_ddp(images, tmp_path):
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        loader, ds = create_dataloader(str(images), 160, 4, 32, rank=0, workers=0)
+        assert isinstance(loader.sampler, DistributedSampler) and loader.sampler.shuffle
+        rect_loader, _ = create_dataloader(str(images), 160, 4, 32, rank=0, workers=0, rect=True)
+        assert not rect_loader.sampler.shuffle  # rect batch shapes need the sorted order
+    finally:
+        dist.destroy_process_group()
+
+
+def test_image_weights_resample_indices(images, hyp):
+    loader, ds = create_dataloader(str(images), 160, 4, 32, hyp=hyp, augment=True, workers=0, image_weights=True)
+    assert type(loader) is DataLoader  # plain loader: indices change every epoch
+    nc = 80
+    cw = labels_to_class_weights(ds.labels, nc) * nc
+    assert torch.isclose(cw.sum() / nc, torch.tensor(1.0)) and cw[ds.labels[0][0, 0].astype(int)] > 0
+    maps = np.ones(nc)
+    only = int(ds.labels[0][0, 0])  # the one class still "unlearned" (mAP 0)
+    maps[only] = 0
+    idx = update_image_weights(ds, cw.numpy(), maps, nc)
+    has_class = {i for i, lb in enumerate(ds.labels) if (lb[:, 0] == only).any()}
+    assert len(idx) == ds.n and set(idx) <= has_class
+    assert ds[0][2] == ds.img_files[idx[0]]
+
+
+def test_load_images_for_detect(tmp_path, coco128_dir):
+    src = coco128_dir / "images" / "train2017"
+    for name in ("000000000009.jpg", "000000000025.jpg"):
+        shutil.copy(src / name, tmp_path / name)
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (96, 64))
+    for k in range(3):
+        writer.write(np.full((64, 96, 3), 40 * k, np.uint8))
+    writer.release()
+    (tmp_path / "notes.txt").write_text("ignored")
+    ds = LoadImages(str(tmp_path), img_size=320, stride=32)
+    assert len(ds) == 3
+    items = list(ds)
+    assert [os.path.basename(p) for p, *_ in items] == ["000000000009.jpg", "000000000025.jpg"] + ["clip.avi"] * 3
+    path, img, img0, cap, info = items[0]
+    assert img0.shape == (480, 640, 3) and img.shape == (3, 256, 320)  # auto: minimal stride-32 padding
+    assert cap is None and info == f"image 1/3 {path}: "
+    assert np.array_equal(img[:, 8:248], cv2.resize(img0, (320, 240), interpolation=cv2.INTER_LINEAR)
+                          .transpose(2, 0, 1)[::-1])
+    _, vimg, vimg0, vcap, vinfo = items[4]
+    assert vimg0.shape == (64, 96, 3) and vimg.shape == (3, 224, 320) and vcap is not None
+    assert vinfo.startswith("video 3/3 (3/3)")
+    with pytest.raises(UserError, match="does not exist"):
+        LoadImages(str(tmp_path / "missing.jpg"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match="no images or videos"):
+        LoadImages(str(empty))

@@ -1,0 +1,126 @@
+"""DataLoader construction for training and validation (v6.0 `create_dataloader`).
+
+* workers = min(cpu_count // world_size, batch_size if > 1 else 0, --workers).
+* InfiniteDataLoader keeps ONE iterator over an endlessly repeating batch sampler, so worker
+  processes persist across epochs and keep prefetching through epoch boundaries.
+* Reproducible: a torch.Generator seeded from `seed` (+ rank) fixes the workers' base seed,
+  and `seed_worker` derives Python's and numpy's seeds from it, so with the same seed and
+  worker count the batches are identical (samples go to workers round-robin).
+* Shuffling: single process follows `shuffle` (v6.0 never shuffled; v6.1 shuffles training);
+  under DDP a DistributedSampler shuffles as in v6.0 except with rect batches, whose shapes
+  rely on the sorted order. The trainer calls `loader.sampler.set_epoch(epoch)` under DDP.
+* pin_memory is the caller's choice (the device layer knows whether it helps).
+* --image-weights uses a plain DataLoader so workers restart each epoch and see the new
+  `dataset.indices` (set with `update_image_weights`).
+"""
+from __future__ import annotations
+
+import os
+import random
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, distributed
+
+from utils.datasets import LoadImagesAndLabels
+
+DEFAULT_SEED = 0
+
+
+def seed_worker(worker_id):
+    """Loader worker setup: seed Python's and numpy's RNGs from torch's per-worker seed, and keep
+    OpenCV single-threaded (each worker is already one of several processes; OpenCV's own thread
+    pool would oversubscribe the cores)."""
+    cv2.setNumThreads(0)
+    seed = torch.initial_seed() % 2 ** 32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+class _RepeatSampler:
+    """Yields the wrapped batch sampler's batches forever."""
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+
+    def __iter__(self):
+        while True:
+            yield from list(self.sampler)  # whole epoch drawn at its first batch (exact resume)
+
+
+class InfiniteDataLoader(DataLoader):
+    """DataLoader whose workers live for the whole run; each `iter()` yields len(self) batches."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        object.__setattr__(self, "batch_sampler", _RepeatSampler(self.batch_sampler))
+        self.iterator = super().__iter__()
+
+    def __len__(self):
+        return len(self.batch_sampler.sampler)
+
+    def __iter__(self):
+        for _ in range(len(self)):
+            yield next(self.iterator)
+
+
+def worker_count(batch_size: int, workers: int, world_size: int = 1) -> int:
+    return min((os.cpu_count() or 1) // max(world_size, 1), batch_size if batch_size > 1 else 0, workers)
+
+
+def create_dataloader(path, imgsz, batch_size, stride, single_cls=False, hyp=None, augment=False, cache=False,
+                      pad=0.0, rect=False, rank=-1, workers=8, image_weights=False, quad=False, prefix="",
+                      shuffle=False, pin_memory=False, seed=DEFAULT_SEED, nc=None, world_size=None):
+    """-> (loader, dataset). Batches: (uint8 B x 3 x H x W, targets (N, 6), paths, shapes)."""
+    if rect and shuffle:
+        print(f"{prefix}WARNING: --rect is incompatible with shuffling; shuffle=False")
+        shuffle = False
+    dataset = LoadImagesAndLabels(path, imgsz, batch_size, augment=augment, hyp=hyp, rect=rect,
+                                  image_weights=image_weights, cache_images=cache, single_cls=single_cls,
+                                  stride=int(stride), pad=pad, prefix=prefix, nc=nc)
+    batch_size = min(batch_size, len(dataset))
+    if world_size is None:
+        world_size = int(os.environ.get("WORLD_SIZE", 1))
+    nw = worker_count(batch_size, workers, world_size)
+    sampler = None
+    if rank != -1:
+        sampler = distributed.DistributedSampler(dataset, shuffle=not rect, seed=seed)
+        shuffle = False  # the sampler decides
+    generator = torch.Generator()
+    generator.manual_seed(6148914691236517205 + seed + max(rank, 0))
+    loader_cls = DataLoader if image_weights else InfiniteDataLoader
+    loader = loader_cls(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, num_workers=nw,
+                        sampler=sampler, pin_memory=pin_memory, worker_init_fn=seed_worker, generator=generator,
+                        collate_fn=LoadImagesAndLabels.collate_fn4 if quad else LoadImagesAndLabels.collate_fn)
+    return loader, dataset
+
+
+def labels_to_class_weights(labels, nc=80):
+    """Inverse class frequency over all labels (absent classes count as 1), normalised to sum 1."""
+    if not len(labels) or not any(len(x) for x in labels):
+        return torch.ones(nc) / nc
+    classes = np.concatenate([x[:, 0] for x in labels]).astype(int)
+    counts = np.bincount(classes, minlength=nc)[:nc].astype(np.float64)
+    counts[counts == 0] = 1
+    weights = 1 / counts
+    return torch.from_numpy(weights / weights.sum()).float()
+
+
+def labels_to_image_weights(labels, nc=80, class_weights=None):
+    """Per-image weight = sum over its labels of their class weights."""
+    cw = np.ones(nc) if class_weights is None else np.asarray(class_weights, dtype=np.float64)
+    counts = np.array([np.bincount(x[:, 0].astype(int), minlength=nc)[:nc] for x in labels]).reshape(-1, nc)
+    return (counts * cw.reshape(1, nc)).sum(1)
+
+
+def update_image_weights(dataset, class_weights, maps, nc):
+    """v6.0 --image-weights step (start of each epoch): resample dataset.indices by class weights.
+
+    class_weights: model.class_weights (labels_to_class_weights(...) * nc); maps: per-class mAP."""
+    cw = np.asarray(class_weights, dtype=np.float64) * (1 - np.asarray(maps)) ** 2 / nc
+    iw = labels_to_image_weights(dataset.labels, nc=nc, class_weights=cw)
+    if not iw.sum() > 0:  # no labels at all: sample uniformly
+        iw = np.ones(dataset.n)
+    dataset.indices = random.choices(range(dataset.n), weights=iw, k=dataset.n)
+    return dataset.indices
