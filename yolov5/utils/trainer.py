@@ -82,7 +82,7 @@ class Trainer:
 
         opt, hyp, dev = self.opt, self.hyp, self.device
         self.callbacks.run("on_pretrain_routine_start")
-        self.plots = not opt.evolve
+        self.plots = not opt.evolve and not opt.skip  # --skip: benchmark runs time nothing but training
         init_seeds(opt.seed + 1 + self.rank, deterministic=False)
         dev.seed(opt.seed + 1 + self.rank)
         with dev.local_zero_first():
@@ -114,7 +114,10 @@ class Trainer:
         if len(dev.indices) > 1 and self.rank == -1:  # several CUDA devices without torchrun
             LOGGER.warning("WARNING: DataParallel is slower than DDP; use torchrun --nproc_per_node N train.py")
             self.model = torch.nn.DataParallel(self.model, device_ids=list(dev.indices))
-        if self.world_size > 1 and opt.sync_bn:
+        if self.world_size > 1 and opt.sync_bn and not dev.is_accelerator:
+            LOGGER.warning("WARNING: --sync-bn needs CUDA or MLU devices (PyTorch's SyncBatchNorm); "
+                           "training on CPU with plain BatchNorm")
+        elif self.world_size > 1 and opt.sync_bn:
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             LOGGER.info("Using SyncBatchNorm()")
 
@@ -151,6 +154,9 @@ class Trainer:
         if resume:
             self.iterations_done, self.last_opt_step = restore_loop(ckpt, self.scaler, self.stopper,
                                                                     self.start_epoch, self.nb)
+        if opt.iters > 0:  # as the seed: enough epochs to reach --iters (the LR schedule keeps --epochs)
+            needed = self.start_epoch + math.ceil(max(opt.iters - self.iterations_done, 0) / self.nb)
+            self.epochs = max(self.epochs, needed)
         self.callbacks.run("on_pretrain_routine_end")
         LOGGER.info(f"Image sizes {self.imgsz} train, {self.imgsz} val\n"
                     f"Using {self.train_loader.num_workers} dataloader workers\n"
