@@ -2,8 +2,9 @@
 
     python val.py --data coco128.yaml --weights runs/train/exp/weights/best.pt --img 640 --device mlu
 
-Options and defaults follow upstream v6.0; `run` is importable as `val.run` for scripts written
-against upstream. --task speed and --task study work as in v6.0.
+Options and defaults follow upstream v6.0 (prefixes of long options work, e.g. --iou 0.65);
+`run` is importable as `val.run` for scripts written against upstream. --task speed and
+--task study work as in v6.0, except that study writes its files into the run directory.
 """
 import argparse
 import sys
@@ -47,7 +48,10 @@ def parse_opt(argv=None):
     if opt.task not in ("train", "val", "test", "speed", "study"):
         raise UserError(f"--task {opt.task}: use train, val, test, speed or study")
     if opt.batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
+        raise UserError(f"--batch-size {opt.batch_size}: must be at least 1")
+    for flag, value in (("--conf-thres", opt.conf_thres), ("--iou-thres", opt.iou_thres)):
+        if not 0 <= value <= 1:
+            raise UserError(f"{flag} {value}: must be between 0 and 1")
     return opt
 
 
@@ -55,43 +59,58 @@ def _as_list(weights):
     return weights if isinstance(weights, list) else [weights]
 
 
-def _check_weights(weights):
-    for w in _as_list(weights):
-        if not Path(w).is_file():
-            raise UserError(f"--weights {w}: file not found (train one with train.py, or fetch the "
-                            "released ones with prepare.sh --only weights)")
+STUDY_SIZES = tuple(range(256, 1536 + 128, 128))  # v6.0 --task study: 256, 384, ..., 1536
 
 
-def study(opt):
-    """v6.0 --task study: mAP and speed over image sizes 256..1536, one txt file per weight."""
+def study(opt, sizes=STUDY_SIZES):
+    """v6.0 --task study: mAP and speed over image sizes, one txt file per weight, and study.png.
+
+    Rows of study_<data>_<weights>.txt: P, R, mAP@.5, mAP@.5:.95, 3 val losses, 3 times (ms/img).
+    Unlike v6.0 (which wrote them to the working directory and zipped them), the files go to the
+    run directory project/name; returns {weights: rows}.
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from utils.run_dir import increment_path
 
-    sizes = list(range(256, 1536 + 128, 128))
+    save_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok)
+    save_dir.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(1, 1, figsize=(8, 5), tight_layout=True)
+    results = {}
     for w in _as_list(opt.weights):
-        out = Path(f"study_{Path(opt.data).stem}_{Path(w).stem}.txt")
+        out = save_dir / f"study_{Path(opt.data).stem}_{Path(w).stem}.txt"
         rows = []
         for size in sizes:
-            print(f"\nRunning {out} --imgsz {size}...")
+            print(f"\nRunning {out.name} --imgsz {size}...")
             r, _, t = run(opt.data, weights=w, batch_size=opt.batch_size, imgsz=size, conf_thres=opt.conf_thres,
-                          iou_thres=opt.iou_thres, device=opt.device, workers=opt.workers, plots=False,
-                          project=opt.project, name=opt.name, exist_ok=True)
+                          iou_thres=opt.iou_thres, device=opt.device, workers=opt.workers, single_cls=opt.single_cls,
+                          half=opt.half or None, plots=False, project=save_dir, name="study", exist_ok=True)
             rows.append(list(r) + list(t))
-        np.savetxt(out, np.array(rows), fmt="%10.4g")
-        ax.plot(np.array(rows)[:, 8], np.array(rows)[:, 3] * 100, ".-", label=Path(w).stem)
+        rows = np.array(rows, dtype=np.float64).reshape(-1, 10)
+        np.savetxt(out, rows, fmt="%10.4g")
+        results[w] = rows
+        ax.plot(rows[:, 8], rows[:, 3] * 100, ".-", label=Path(w).stem)
         print(f"Study results saved to {out}")
-    ax.set_xlabel("GPU Speed (ms/img)")
-    ax.set_ylabel("COCO AP val")
+    ax.set_xlabel("inference time (ms/img)")
+    ax.set_ylabel("mAP@.5:.95 (%)")
     ax.legend(loc="lower right")
-    fig.savefig("study.png", dpi=300)
+    fig.savefig(save_dir / "study.png", dpi=300)
+    plt.close(fig)
+    return results
+
+
+def speed(opt):
+    """v6.0 --task speed: each weight at conf 0.25, IoU 0.45, no plots or json; returns the results."""
+    return [run(opt.data, weights=w, batch_size=opt.batch_size, imgsz=opt.imgsz, conf_thres=0.25, iou_thres=0.45,
+                device=opt.device, workers=opt.workers, single_cls=opt.single_cls, save_json=False, plots=False,
+                half=opt.half or None, project=opt.project, name=opt.name, exist_ok=opt.exist_ok)
+            for w in _as_list(opt.weights)]
 
 
 @exit_on_user_error
 def main(argv=None):
     opt = parse_opt(argv)
-    _check_weights(opt.weights)
     if opt.task in ("train", "val", "test"):
         return run(opt.data, weights=opt.weights, batch_size=opt.batch_size, imgsz=opt.imgsz,
                    conf_thres=opt.conf_thres, iou_thres=opt.iou_thres, task=opt.task, device=opt.device,
@@ -100,11 +119,7 @@ def main(argv=None):
                    save_json=opt.save_json, project=opt.project, name=opt.name, exist_ok=opt.exist_ok,
                    half=opt.half)
     if opt.task == "speed":
-        for w in _as_list(opt.weights):
-            run(opt.data, weights=w, batch_size=opt.batch_size, imgsz=opt.imgsz, conf_thres=0.25, iou_thres=0.45,
-                device=opt.device, workers=opt.workers, save_json=False, plots=False, half=opt.half,
-                project=opt.project, name=opt.name, exist_ok=opt.exist_ok)
-        return None
+        return speed(opt)
     return study(opt)
 
 

@@ -10,7 +10,12 @@ Differences from v6.0, on purpose:
 - NMS never drops detections silently when slow (utils/nms.py);
 - NMS runs where the device layer says (CPU for MLU, as the seed's port);
 - in training, reduced precision comes from the device's autocast instead of converting the EMA
-  model to fp16 in place (v6.0 rounded EMA weights to fp16 once per epoch as a side effect).
+  model to fp16 in place (v6.0 rounded EMA weights to fp16 once per epoch as a side effect);
+- --save-json takes an explicit annotation file (run(anno_json=...) or the data yaml key
+  `anno_json`), maps class names to the file's category ids when they all match, and scores only
+  the images of the validated split (v6.0 did that for COCO only);
+- standalone runs (weights loaded here) infer under torch.inference_mode, and on CPU with the
+  model and batch in channels_last layout (faster oneDNN convolutions; bench/val_speed.py).
 """
 import time
 from pathlib import Path
@@ -29,32 +34,44 @@ from utils.progress import progress_kwargs
 YOLO_ROOT = Path(__file__).resolve().parents[1]
 HEADER = ("%20s" + "%11s" * 6) % ("Class", "Images", "Labels", "P", "R", "mAP@.5", "mAP@.5:.95")
 ROW = "%20s" + "%11i" * 2 + "%11.3g" * 4
+IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)  # mAP@0.5:0.95
+PLOTTED_BATCHES = 3  # val_batch{0,1,2}_{labels,pred}.jpg
+CHANNELS_LAST_ON_CPU = True  # standalone CPU inference layout (bench/val_speed.py compares both)
 
 
-def _device_of(device, model):
+def _device_of(device, model, batch_size=None):
     """A Device for the trainer's model (passed through) or for a --device string."""
     from utils.devices import Device, select_device
     if isinstance(device, Device):
         return device
     if model is not None and device in (None, ""):
-        p = next(model.parameters()).device
-        device = "cpu" if p.type == "cpu" else f"{p.type}:{p.index or 0}"
-    return select_device(device or "", log=model is None)
+        p = next(model.parameters(), None)
+        device = "cpu" if p is None or p.device.type == "cpu" else f"{p.device.type}:{p.device.index or 0}"
+    return select_device(device or "", batch_size=batch_size, log=model is None)
 
 
 def save_one_txt(predn, save_conf, shape, file):
     """Detections as YOLO txt rows (class x y w h [conf]) normalised by the original image size."""
-    gain = torch.tensor(shape)[[1, 0, 1, 0]]
+    predn = predn.detach().cpu().float()
+    gain = torch.tensor(shape, dtype=torch.float32)[[1, 0, 1, 0]]  # shape is (h, w)
+    xywh = xyxy2xywh(predn[:, :4]) / gain
+    rows = torch.cat((predn[:, 5:6], xywh) + ((predn[:, 4:5],) if save_conf else ()), 1)
     with open(file, "a") as f:
-        for *xyxy, conf, cls in predn.tolist():
-            xywh = (xyxy2xywh(torch.tensor(xyxy).view(1, 4)) / gain).view(-1).tolist()
-            line = (cls, *xywh, conf) if save_conf else (cls, *xywh)
-            f.write(("%g " * len(line)).rstrip() % line + "\n")
+        for row in rows.tolist():
+            f.write(("%g " * len(row)).rstrip() % tuple(row) + "\n")
 
 
 def _is_coco(data):
     val = data.get("val")
     return isinstance(val, str) and val.replace("\\", "/").endswith("coco/val2017.txt")
+
+
+def _to_channels_last(model):
+    """Put every 4-D parameter in channels_last layout, in place (Detect's grid caches keep theirs)."""
+    for p in model.parameters():
+        if p.ndim == 4:
+            p.data = p.data.contiguous(memory_format=torch.channels_last)
+    return model
 
 
 def _standalone_setup(data, weights, batch_size, imgsz, task, dev, single_cls, half, workers, project, name,
@@ -67,54 +84,77 @@ def _standalone_setup(data, weights, batch_size, imgsz, task, dev, single_cls, h
 
     if not weights:
         raise UserError("val.py needs --weights (a .pt checkpoint)")
-    save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
-    (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
+    for w in weights if isinstance(weights, (list, tuple)) else [weights]:
+        if not Path(w).is_file():
+            raise UserError(f"--weights {w}: file not found (train one with train.py, or fetch the "
+                            "released ones with prepare.sh --only weights)")
+    data = dict(data) if isinstance(data, dict) else load_data_config(data, require=())
+    split = task if task in ("train", "val", "test") else "val"
+    if not data.get(split):
+        raise UserError(f"{data.get('yaml_file', 'data yaml')}: no '{split}' split to validate (task {task!r})")
     model = attempt_load(weights, map_location=dev.torch_device)
     gs = max(int(model.stride.max()), 32)
     imgsz = check_img_size(imgsz, s=gs)
     if half:
         model.half()
-    data = load_data_config(data, require=())
-    split = task if task in ("train", "val", "test") else "val"
-    if not data.get(split):
-        raise UserError(f"{data.get('yaml_file', 'data yaml')}: no '{split}' split to validate (task {task!r})")
+    elif dev.kind == "cpu" and CHANNELS_LAST_ON_CPU:
+        _to_channels_last(model)
     nc = 1 if single_cls else int(data["nc"])
     loader = create_dataloader(data[split], imgsz, batch_size, gs, single_cls, pad=0.5, rect=True,
                                workers=workers, prefix=f"{split}: ", nc=nc, pin_memory=dev.pin_memory)[0]
-    return model, data, loader, save_dir, nc
+    save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
+    (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
+    return model, data, loader, save_dir, nc, imgsz
 
 
-@torch.no_grad()
 def run(data, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou_thres=0.6, task="val", device="",
         workers=8, single_cls=False, augment=False, verbose=False, save_txt=False, save_hybrid=False,
         save_conf=False, save_json=False, project=YOLO_ROOT / "runs" / "val", name="exp", exist_ok=False,
-        half=True, model=None, dataloader=None, save_dir=Path(""), plots=True, callbacks=None,
-        compute_loss=None, amp=None):
-    """Validate `model` (training) or `weights` (standalone) and return v6.0's tuple."""
+        half=None, model=None, dataloader=None, save_dir=Path(""), plots=True, callbacks=None,
+        compute_loss=None, amp=None, anno_json=None):
+    """Validate `model` (training) or `weights` (standalone) and return v6.0's tuple.
+
+    half: None (default) means FP16 on CUDA/MLU and FP32 on CPU, which is what v6.0's `half=True`
+    default did; an explicit True on CPU is ignored with a note. anno_json: COCO annotation file for
+    --save-json (default: the data yaml's `anno_json`, else <path>/annotations/instances_val2017.json).
+    """
     training = model is not None
-    dev = _device_of(device, model)
+    dev = _device_of(device, model, batch_size)
     if training:
         half = False  # reduced precision through autocast instead (see module docstring)
         amp = dev.kind != "cpu" if amp is None else amp
         nc = 1 if single_cls else int(data["nc"])
     else:
-        half = bool(half) and dev.kind != "cpu"
+        if half and dev.kind == "cpu":
+            print("Note: --half is ignored on CPU (FP16 convolutions are slow there); validating in FP32")
+        half = dev.kind != "cpu" and half is not False
         amp = False
-        model, data, dataloader, save_dir, nc = _standalone_setup(
+        model, data, dataloader, save_dir, nc, imgsz = _standalone_setup(
             data, weights, batch_size, imgsz, task, dev, single_cls, half, workers, project, name, exist_ok,
             save_txt)
+    # The trainer's EMA model lives on (and is saved): plain no_grad there. Our own model may
+    # use inference_mode, which also skips version-counter bookkeeping.
+    with torch.no_grad() if training else torch.inference_mode():
+        return _validate(model, dataloader, data, nc, dev, half, amp, training, conf_thres, iou_thres, single_cls,
+                         augment, verbose, save_txt, save_hybrid, save_conf, save_json, Path(save_dir), plots,
+                         callbacks, compute_loss, weights, anno_json, task, batch_size, imgsz)
+
+
+def _validate(model, dataloader, data, nc, dev, half, amp, training, conf_thres, iou_thres, single_cls, augment,
+              verbose, save_txt, save_hybrid, save_conf, save_json, save_dir, plots, callbacks, compute_loss,
+              weights, anno_json, task, batch_size, imgsz):
     model.eval()
-    save_dir = Path(save_dir)
     is_coco = _is_coco(data)
-    iouv = torch.linspace(0.5, 0.95, 10)
+    iouv = IOU_THRESHOLDS
     names = getattr(model, "names", None) or data.get("names") or [str(i) for i in range(nc)]
     names = dict(enumerate(names)) if isinstance(names, (list, tuple)) else names
     confusion_matrix = ConfusionMatrix(nc=nc)
-    json_writer = None
-    if save_json:
-        from utils.coco_json import CocoPredictionWriter, coco80_to_coco91_class
-        json_writer = CocoPredictionWriter(class_map=coco80_to_coco91_class() if is_coco else None)
+    coco = _CocoExport(data, anno_json, is_coco) if save_json else None
     pp_device = dev.postprocess_device
+    channels_last = not training and not half and dev.kind == "cpu" and CHANNELS_LAST_ON_CPU
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    if save_txt:
+        (save_dir / "labels").mkdir(parents=True, exist_ok=True)
     loss = torch.zeros(3, device=dev.torch_device)
     dt, seen, stats = [0.0, 0.0, 0.0], 0, []
     if callbacks:
@@ -122,9 +162,12 @@ def run(data, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou_thre
 
     bar = tqdm(dataloader, desc=HEADER, **progress_kwargs(leave=not training))
     for batch_i, (im, targets, paths, shapes) in enumerate(bar):
+        if callbacks:
+            callbacks.run("on_val_batch_start")
         t1 = time.perf_counter()
         im = dev.move(im, non_blocking=True)
-        im = (im.half() if half else im.float()) / 255
+        # one pass: new tensor in the inference dtype and layout, then scaled in place
+        im = im.to(torch.float16 if half else torch.float32, memory_format=layout, copy=True).div_(255)
         nb, _, height, width = im.shape
         dev.synchronize()
         t2 = time.perf_counter()
@@ -138,10 +181,10 @@ def run(data, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou_thre
 
         if compute_loss:
             loss += compute_loss([x.float() for x in train_out], dev.move(targets))[1]
-        targets = targets.to(pp_device).float()
+        targets = targets.to(pp_device, torch.float32, copy=True)
         targets[:, 2:] *= torch.tensor((width, height, width, height), device=pp_device)
         hybrid = [targets[targets[:, 0] == i, 1:] for i in range(nb)] if save_hybrid else []
-        out = non_max_suppression(out.float().to(pp_device), conf_thres, iou_thres, labels=hybrid,
+        out = non_max_suppression(out.to(pp_device, torch.float32), conf_thres, iou_thres, labels=hybrid,
                                   multi_label=True, agnostic=single_cls)
         dev.synchronize()
         dt[2] += time.perf_counter() - t3
@@ -167,7 +210,7 @@ def run(data, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou_thre
             predn = pred.clone()
             scale_coords(im[si].shape[1:], predn[:, :4], shape, shapes[si][1])
             if labelsn is not None:
-                correct = match_predictions(predn, labelsn, iouv.to(pp_device))
+                correct = match_predictions(predn, labelsn, iouv)
                 if plots:
                     confusion_matrix.process_batch(predn, labelsn)
             else:
@@ -175,14 +218,16 @@ def run(data, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou_thre
             stats.append((correct.cpu(), pred[:, 4].cpu(), pred[:, 5].cpu(), tcls))
             if save_txt:
                 save_one_txt(predn, save_conf, shape, file=save_dir / "labels" / (path.stem + ".txt"))
-            if json_writer is not None:
-                json_writer.add(path, predn)
+            if coco is not None:
+                coco.writer.add(path, predn)
             if callbacks:
                 callbacks.run("on_val_image_end", pred, predn, path, names, im[si])
 
-        if plots and batch_i < 3:
+        if plots and batch_i < PLOTTED_BATCHES:
             plot_images(im, targets, paths, save_dir / f"val_batch{batch_i}_labels.jpg", names)
             plot_images(im, output_to_target(out), paths, save_dir / f"val_batch{batch_i}_pred.jpg", names)
+        if callbacks:
+            callbacks.run("on_val_batch_end")
 
     summary = summarize_stats(stats, nc, plot=plots, save_dir=save_dir, names=names)
     print(ROW % ("all", seen, summary.nt.sum(), summary.mp, summary.mr, summary.map50, summary.map))
@@ -203,36 +248,72 @@ def run(data, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou_thre
         callbacks.run("on_val_end")
 
     mp, mr, map50, map_ = summary.mp, summary.mr, summary.map50, summary.map
-    if json_writer is not None and json_writer.records:
-        map_, map50 = _coco_eval(json_writer, data, weights, save_dir, is_coco, dataloader) or (map_, map50)
+    if coco is not None:
+        stem = Path(weights[0] if isinstance(weights, (list, tuple)) else weights).stem if weights else ""
+        split_files = getattr(getattr(dataloader, "dataset", None), "img_files", None) or []
+        map_, map50 = coco.evaluate(save_dir / f"{stem}_predictions.json", split_files) or (map_, map50)
 
     model.float()
     if not training:
         print(f"Results saved to {save_dir}" + (f", {len(list(save_dir.glob('labels/*.txt')))} labels"
                                                 if save_txt else ""))
-    maps = summary.maps
     val_losses = (loss.cpu() / max(len(dataloader), 1)).tolist()
-    return (mp, mr, map50, map_, *val_losses), maps, per_image_ms
+    return (float(mp), float(mr), float(map50), float(map_), *val_losses), summary.maps, per_image_ms
 
 
-def _coco_eval(json_writer, data, weights, save_dir, is_coco, dataloader):
-    """Write <weights>_predictions.json and score it with pycocotools; (map, map50) or None."""
-    from utils.coco_json import evaluate_coco_json
-    stem = Path(weights[0] if isinstance(weights, (list, tuple)) else weights).stem if weights else ""
-    pred_json = json_writer.save(save_dir / f"{stem}_predictions.json")
-    anno_json = Path(data.get("path", "")) / "annotations" / "instances_val2017.json"
-    if not anno_json.is_file():
-        print(f"COCO evaluation skipped: {anno_json} not found (predictions saved to {pred_json})")
-        return None
-    print(f"\nEvaluating pycocotools mAP... saving {pred_json}...")
-    img_ids = None
-    if is_coco:
-        img_ids = sorted({json_writer.image_id(f) for f in dataloader.dataset.img_files})
-    try:
-        return evaluate_coco_json(anno_json, pred_json, img_ids=img_ids)
-    except UserError:
-        raise
-    except Exception as e:  # a broken annotation file must not lose the computed metrics
-        print(f"COCO evaluation failed: {e}")
-        return None
+class _CocoExport:
+    """--save-json: the annotation file, the class -> category id map, the writer, the evaluation.
 
+    Category ids: COCO 80 -> 91 for COCO (v6.0's rule, see _is_coco); otherwise, when every class
+    name of the data yaml is a category name of the annotation file, that file's ids; otherwise the
+    class index itself (v6.0's identity map). Image ids come from the annotation file's file names
+    when it exists, so non-numeric file names score too.
+    """
+
+    def __init__(self, data, anno_json, is_coco):
+        from utils.coco_json import CocoPredictionWriter, coco80_to_coco91_class
+        explicit = anno_json or data.get("anno_json")
+        root = Path(data.get("path") or "../coco")
+        self.anno = Path(explicit) if explicit else root / "annotations" / "instances_val2017.json"
+        if explicit and not self.anno.is_absolute() and not self.anno.is_file():
+            self.anno = root / self.anno
+        if explicit and not self.anno.is_file():
+            raise UserError(f"COCO annotation file {explicit} not found (looked at {self.anno}); fix "
+                            "anno_json or drop --save-json")
+        class_map, image_ids, self.known_ids = None, None, None
+        if self.anno.is_file():
+            import json
+            try:  # parsed once here for names and ids; pycocotools reads it again to score
+                anno = json.loads(self.anno.read_text())
+                categories = {c["name"]: int(c["id"]) for c in anno.get("categories", [])}
+                image_ids = {Path(im["file_name"]).stem: int(im["id"]) for im in anno["images"]}
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
+                raise UserError(f"{self.anno}: not a COCO annotation file ({type(e).__name__}: {e}); "
+                                "it needs 'images' with 'file_name' and 'id', and 'categories'") from None
+            names = list(data.get("names") or [])
+            if not is_coco and names and all(n in categories for n in names):
+                class_map = [categories[n] for n in names]
+            self.known_ids = set(image_ids.values())
+        if is_coco:
+            class_map = coco80_to_coco91_class()
+        self.writer = CocoPredictionWriter(class_map=class_map, image_ids=image_ids)
+
+    def evaluate(self, pred_json, split_files):
+        """Write the predictions; score them on this split's images; (map, map50) or None."""
+        from utils.coco_json import evaluate_coco_json
+        pred_json = self.writer.save(pred_json)
+        if not self.writer.records:
+            print(f"COCO evaluation skipped: no detections (wrote {pred_json})")
+            return None
+        if self.known_ids is None:
+            print(f"COCO evaluation skipped: {self.anno} not found (predictions saved to {pred_json})")
+            return None
+        print(f"\nEvaluating pycocotools mAP... saving {pred_json}...")
+        img_ids = sorted({i for i in map(self.writer.image_id, split_files) if i in self.known_ids}) or None
+        try:
+            return evaluate_coco_json(self.anno, pred_json, img_ids=img_ids)
+        except UserError:
+            raise
+        except Exception as e:  # a broken annotation file must not lose the computed metrics
+            print(f"COCO evaluation failed: {e}")
+            return None
