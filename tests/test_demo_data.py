@@ -141,6 +141,6 @@ def test_cli_generates_and_rejects_bad_size(tmp_path, capsys):
 
 def test_shipped_demo_yaml_matches_generator(repo_root):
     data = yaml.safe_load((repo_root / "yolov5" / "data" / "demo.yaml").read_text())
-    assert data["path"] == "../datasets/demo" and data["train"] == "images/train" and data["val"] == "images/val"
+    assert data["path"] == "../../datasets/demo" and data["train"] == "images/train" and data["val"] == "images/val"
     assert data["nc"] == len(NAMES) and list(data["names"]) == list(NAMES)
     assert (repo_root / "yolov5" / data["path"]).resolve() == DEFAULT_DIR  # where ensure_demo_dataset writes

@@ -180,3 +180,13 @@ def test_missing_hyperparameters_are_a_user_error():
     build_scheduler(opt, build_lr_lambda(0.1, 10))
     with pytest.raises(UserError, match="warmup_bias_lr"):
         warmup(0, 100, opt, 0, build_lr_lambda(0.1, 10), {"momentum": 0.9, "warmup_momentum": 0.8}, 16)
+
+
+def test_optional_nominal_batch_size_in_hyp():
+    """hyp['nbs'] (our addition) changes images per optimizer step; absent, v6.0's 64 applies."""
+    from utils.optim import accumulate_steps, nominal_batch_size, scaled_weight_decay
+    assert nominal_batch_size({}) == 64 and nominal_batch_size(None) == 64
+    assert nominal_batch_size({"nbs": 16}) == 16
+    assert accumulate_steps(16, nominal_batch_size({"nbs": 16})) == 1
+    assert accumulate_steps(4, 16) == 4
+    assert scaled_weight_decay(0.0005, 16, 1, 16) == 0.0005

@@ -34,14 +34,20 @@ BIAS_GROUP = 2  # index of the bias group, which warms up from warmup_bias_lr do
 _NORM_LAYERS = tuple(cls for name, cls in vars(nn).items() if "Norm" in name and isinstance(cls, type))
 
 
-def accumulate_steps(batch_size):
-    """Batches per optimizer step: max(round(64 / bs), 1), with Python's round-half-to-even."""
-    return max(round(NOMINAL_BATCH_SIZE / batch_size), 1)
+def nominal_batch_size(hyp=None):
+    """Images per optimizer step: 64 as v6.0, or the optional hyp key `nbs` (our addition, named as in
+    later Ultralytics releases) for tiny datasets where 64 leaves only a few steps per epoch."""
+    return int((hyp or {}).get("nbs", NOMINAL_BATCH_SIZE))
 
 
-def scaled_weight_decay(weight_decay, batch_size, accumulate):
-    """Weight decay scaled so the decay per image seen matches a batch of 64 (bs 40 -> x1.25)."""
-    return weight_decay * batch_size * accumulate / NOMINAL_BATCH_SIZE
+def accumulate_steps(batch_size, nbs=NOMINAL_BATCH_SIZE):
+    """Batches per optimizer step: max(round(nbs / bs), 1), with Python's round-half-to-even."""
+    return max(round(nbs / batch_size), 1)
+
+
+def scaled_weight_decay(weight_decay, batch_size, accumulate, nbs=NOMINAL_BATCH_SIZE):
+    """Weight decay scaled so the decay per image seen matches a batch of nbs (64: bs 40 -> x1.25)."""
+    return weight_decay * batch_size * accumulate / nbs
 
 
 def split_parameters(model):
@@ -73,7 +79,7 @@ def build_optimizer(model, hyp, batch_size, accumulate, adam=False):
     """
     _require(hyp, ("lr0", "momentum", "weight_decay"), "the optimizer")
     norm_weights, weights, biases = split_parameters(model)
-    decay = scaled_weight_decay(hyp["weight_decay"], batch_size, accumulate)
+    decay = scaled_weight_decay(hyp["weight_decay"], batch_size, accumulate, nominal_batch_size(hyp))
     groups = [{"params": norm_weights, "weight_decay": 0.0},
               {"params": weights, "weight_decay": decay},
               {"params": biases, "weight_decay": 0.0}]
@@ -131,11 +137,12 @@ def warmup(ni, nw, optimizer, epoch, lf, hyp, batch_size):
     momentum; accumulation rises from 1 to 64 / bs batches. After warmup nothing is touched (the
     scheduler's values apply) and the full accumulation max(round(64 / bs), 1) is returned.
     """
+    nbs = nominal_batch_size(hyp)
     if ni > nw:
-        return accumulate_steps(batch_size)
+        return accumulate_steps(batch_size, nbs)
     _require(hyp, ("warmup_bias_lr", "warmup_momentum", "momentum"), "warmup")
     span = [0, nw]
-    accumulate = max(1, int(np.interp(ni, span, [1, NOMINAL_BATCH_SIZE / batch_size]).round()))
+    accumulate = max(1, int(np.interp(ni, span, [1, nbs / batch_size]).round()))
     for j, group in enumerate(optimizer.param_groups):
         start_lr = hyp["warmup_bias_lr"] if j == BIAS_GROUP else 0.0
         group["lr"] = float(np.interp(ni, span, [start_lr, group["initial_lr"] * lf(epoch)]))

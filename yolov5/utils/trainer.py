@@ -38,8 +38,8 @@ from utils.errors import UserError
 from utils.image_size import check_img_size
 from utils.loss import ComputeLoss, scale_loss_gains
 from utils.metrics import fitness
-from utils.optim import accumulate_steps, build_lr_lambda, build_optimizer, build_scheduler, warmup, \
-    warmup_iterations
+from utils.optim import (accumulate_steps, build_lr_lambda, build_optimizer, build_scheduler, nominal_batch_size,
+                         warmup, warmup_iterations)
 from utils.parallel import de_parallel
 from utils.progress import is_terminal, progress_kwargs
 from utils.results_log import append_results, plot_results
@@ -99,7 +99,7 @@ class Trainer:
         self.gs = max(int(self.model.stride.max()), 32)
         self.imgsz = check_img_size(opt.imgsz, self.gs, floor=self.gs * 2)
         self.batch_size = opt.batch_size // self.world_size
-        self.accumulate = accumulate_steps(opt.batch_size)
+        self.accumulate = accumulate_steps(opt.batch_size, nominal_batch_size(hyp))
         self.optimizer = build_optimizer(self.model, hyp, opt.batch_size, self.accumulate, adam=opt.adam)
         self.lf = build_lr_lambda(hyp["lrf"], opt.epochs, opt.linear_lr)
         self.scheduler = build_scheduler(self.optimizer, self.lf)  # before the optimizer state is loaded
