@@ -143,4 +143,4 @@ def test_shipped_demo_yaml_matches_generator(repo_root):
     data = yaml.safe_load((repo_root / "yolov5" / "data" / "demo.yaml").read_text())
     assert data["path"] == "../../datasets/demo" and data["train"] == "images/train" and data["val"] == "images/val"
     assert data["nc"] == len(NAMES) and list(data["names"]) == list(NAMES)
-    assert (repo_root / "yolov5" / data["path"]).resolve() == DEFAULT_DIR  # where ensure_demo_dataset writes
+    assert (repo_root / "yolov5" / "data" / data["path"]).resolve() == DEFAULT_DIR  # yaml-relative, where ensure writes
