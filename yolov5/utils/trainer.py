@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from utils.callbacks import Callbacks
 from utils.checkpoint import save_checkpoint, strip_optimizer
+from utils.cpu_speed import optimise_for_training
 from utils.early_stop import EarlyStopping
 from utils.ema import ModelEMA
 from utils.errors import UserError
@@ -94,7 +95,7 @@ class Trainer:
         if resume:  # nothing is written before this: a finished run stays untouched
             self.start_epoch = resume_start_epoch(ckpt, opt.weights, self.epochs)
 
-        self.model = dev.move(model)
+        self.model = optimise_for_training(dev.move(model), dev)  # CPU: keep freed memory (no page faults)
         freeze_layers(self.model, opt.freeze)
         self.gs = max(int(self.model.stride.max()), 32)
         self.imgsz = check_img_size(opt.imgsz, self.gs, floor=self.gs * 2)

@@ -1,0 +1,142 @@
+"""utils.cpu_speed: the CPU training speed-up removes page faults, changes no number, and only
+applies to the CPU.
+
+The allocator setting is process-wide and permanent, so the checks that switch it run in a
+child process (one run shared by the tests below) and leave this pytest process untouched.
+"""
+import json
+import platform
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import utils.cpu_speed as cpu_speed
+from utils.devices import select_device
+
+GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+# Child process: page faults of re-allocating a 48 MiB block (above glibc's largest mmap
+# threshold, so by default always mmapped and faulted in again), before and after
+# keep_freed_memory; and one training step (yolov5n, 4 real coco128 images at 64 px, real
+# labels) from the same seed without and with optimise_for_training.
+CHILD = textwrap.dedent("""
+    import json, resource, sys
+    from pathlib import Path
+    import numpy as np, torch, yaml
+    from models.yolo import Model
+    from utils.augmentations import letterbox
+    from utils.cpu_speed import keep_freed_memory, optimise_for_training
+    from utils.image_files import img2label_path, read_image
+    from utils.label_checks import parse_label_file
+    from utils.loss import ComputeLoss, scale_loss_gains
+    from utils.optim import build_optimizer
+
+    coco, yolo = Path(sys.argv[1]), Path(sys.argv[2])
+    torch.set_num_threads(1)
+
+    def faults_of_reallocating(n=4):
+        out = []
+        for _ in range(n):
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            block = torch.empty(12 * 2 ** 20)  # 48 MiB of float32
+            block.fill_(1.0)  # touch every page
+            del block
+            out.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+        return out
+
+    imgs, targets = [], []
+    for i, f in enumerate(sorted((coco / "images" / "train2017").glob("*.jpg"))[:4]):
+        im = letterbox(read_image(str(f)), 64, auto=False)[0]
+        imgs.append(im[:, :, ::-1].transpose(2, 0, 1))
+        for c, x, y, w, h in parse_label_file(img2label_path(str(f)))[0]:  # images are ~square: keep xywh
+            targets.append([i, c, x, y, w, h])
+    imgs = torch.from_numpy(np.ascontiguousarray(np.stack(imgs))).float() / 255
+    targets = torch.tensor(targets, dtype=torch.float32)
+    hyp = yaml.safe_load((yolo / "data" / "hyps" / "hyp.scratch.yaml").read_text())
+
+    def train_step(optimise):
+        torch.manual_seed(0)
+        model = Model(str(yolo / "models" / "yolov5n.yaml"), nc=80).train()
+        if optimise:
+            assert optimise_for_training(model, "cpu") is model
+        model.hyp = scale_loss_gains(hyp, 3, 80, 64)
+        optimizer = build_optimizer(model, hyp, 4, 16)
+        loss, items = ComputeLoss(model)(model(imgs), targets)
+        loss.backward()
+        optimizer.step()
+        return items, [p.detach().clone() for p in model.parameters()]
+
+    before = faults_of_reallocating()
+    base_items, base_params = train_step(False)
+    opt_items, opt_params = train_step(True)
+    after = faults_of_reallocating()
+    print(json.dumps({
+        "faults_default": before, "faults_kept": after, "kept": keep_freed_memory(),
+        "loss_items": base_items.tolist(), "loss_equal": bool(torch.equal(base_items, opt_items)),
+        "params_equal": all(torch.equal(a, b) for a, b in zip(base_params, opt_params)),
+        "channels_last": sum(p.dim() == 4 and not p.is_contiguous() for p in opt_params),
+    }))
+""")
+
+
+@pytest.fixture(scope="module")
+def child_run(repo_root, coco128_dir):
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(coco128_dir), str(repo_root / "yolov5")],
+                          capture_output=True, text=True, timeout=300, cwd=repo_root / "yolov5")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not GLIBC, reason="the allocator setting exists only with glibc")
+def test_kept_memory_is_not_faulted_in_again(child_run):
+    assert child_run["kept"] is True
+    pages = 48 * 2 ** 20 // 4096
+    # glibc's default: every 48 MiB block is a fresh mapping, all of its pages fault again
+    assert all(f >= 0.9 * pages for f in child_run["faults_default"]), child_run["faults_default"]
+    # kept: the first block may grow the heap; later ones reuse its pages
+    assert all(f < 0.02 * pages for f in child_run["faults_kept"][1:]), child_run["faults_kept"]
+
+
+def test_training_step_is_bit_identical(child_run):
+    items = child_run["loss_items"]
+    assert len(items) == 3 and all(v > 0 for v in items)  # box, obj, cls of a real batch
+    assert child_run["loss_equal"] is True
+    assert child_run["params_equal"] is True  # weights after one SGD step, every parameter
+    assert child_run["channels_last"] == 0  # the layout is left alone (see utils/cpu_speed.py)
+
+
+@pytest.mark.parametrize("device", ["cuda:0", "0", "mlu", "mlu:1", "", torch.device("cuda", 0)])
+def test_other_devices_are_left_alone(device, monkeypatch):
+    calls = []
+    monkeypatch.setattr(cpu_speed, "keep_freed_memory", lambda: calls.append(1) or True)
+    model = torch.nn.Conv2d(3, 4, 3)
+    assert cpu_speed.optimise_for_training(model, device) is model
+    assert calls == []
+
+
+@pytest.mark.parametrize("device", ["cpu", "CPU", torch.device("cpu"), "device-object"])
+def test_cpu_gets_the_setting(device, monkeypatch):
+    calls = []
+    monkeypatch.setattr(cpu_speed, "keep_freed_memory", lambda: calls.append(1) or True)
+    if device == "device-object":
+        device = select_device("cpu", log=False)  # utils.devices.Device, what the trainer holds
+    model = torch.nn.Conv2d(3, 4, 3)
+    weight = model.weight.detach().clone()
+    assert cpu_speed.optimise_for_training(model, device) is model
+    assert calls == [1]
+    assert torch.equal(model.weight, weight) and model.weight.is_contiguous()
+
+
+def test_mlu_device_object_is_left_alone(monkeypatch):
+    calls = []
+    monkeypatch.setattr(cpu_speed, "keep_freed_memory", lambda: calls.append(1) or True)
+
+    class MluDevice:  # the attribute the trainer's utils.devices.Device carries
+        kind = "mlu"
+
+    model = torch.nn.Linear(2, 2)
+    assert cpu_speed.optimise_for_training(model, MluDevice()) is model
+    assert calls == []
