@@ -39,8 +39,10 @@ fi
 
 # Re-run pip only when the requirement files changed since the last successful install.
 reqs=("$root/requirements_mlu.txt")
-[ "$want_dev" = 1 ] && reqs+=("$root/requirements-dev.txt" "$root/requirements-export.txt")
-stamp="$venv/.requirements$([ "$want_dev" = 1 ] && echo -dev).sha256"
+if [ "$want_dev" = 1 ]; then reqs+=("$root/requirements-dev.txt" "$root/requirements-export.txt"); fi
+suffix=""
+if [ "$want_dev" = 1 ]; then suffix="-dev"; fi
+stamp="$venv/.requirements${suffix}.sha256"  # one per mode, so the modes don't undo each other
 digest="$(cat "${reqs[@]}" | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || ! grep -qx "$digest" "$stamp"; then
   log "installing ${reqs[*]##*/}"
