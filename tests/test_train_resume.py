@@ -25,7 +25,7 @@ def fast_schedule(monkeypatch):
     tiny runs step at the scheduler's learning rates from epoch 1 on (normally the 100-iteration
     minimum warmup sets every lr, and batch 4 accumulates 16 batches per step)."""
     monkeypatch.setattr(trainer_module, "warmup_iterations", lambda *args, **kwargs: 1)
-    monkeypatch.setattr(trainer_module, "accumulate_steps", lambda batch_size: 1)
+    monkeypatch.setattr(trainer_module, "accumulate_steps", lambda batch_size, nbs=64: 1)
 
 
 def _keep_unstripped_last(copy_to, at_epoch):
