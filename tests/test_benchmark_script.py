@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -25,6 +26,7 @@ def run_script(repo_root, args, env=None, timeout=300):
                          "CN_VISIBLE_DEVICES", "MLU_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES",
                          "LOCAL_RANK", "RANK", "WORLD_SIZE", "DATASET_NAME")}
     full["PROC_DRIVER_ROOT"] = "/nonexistent"  # platform: CPU, whatever this machine has
+    full.setdefault("PYTHON", sys.executable)  # the interpreter running the tests, wherever its venv is
     full.update(env or {})
     return subprocess.run(["bash", str(repo_root / "bench/benchmark_train.sh"), *args],
                           capture_output=True, text=True, env=full, timeout=timeout)
