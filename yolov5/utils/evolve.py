@@ -24,6 +24,7 @@ import numpy as np
 import yaml
 
 from utils.errors import UserError
+from utils.results_log import parse_csv_rows
 
 # key: (mutation gain, lower limit, upper limit); gain 0 = never mutated.
 META = {
@@ -94,16 +95,7 @@ def read_evolve_csv(path):
     columns = [c.strip() for c in lines[0].split(",")]
     if tuple(columns[:len(RESULT_COLUMNS)]) != RESULT_COLUMNS:
         raise UserError(f"{path}:1: header does not start with {', '.join(RESULT_COLUMNS)}; not an evolve.csv")
-    rows = []
-    for number, line in enumerate(lines[1:], start=2):
-        fields = line.split(",")
-        try:
-            if len(fields) != len(columns):
-                raise ValueError(f"{len(fields)} fields for {len(columns)} columns")
-            rows.append([float(x) for x in fields])
-        except ValueError as e:
-            raise UserError(f"{path}:{number}: bad evolve.csv row ({e}); delete or repair that line") from None
-    return columns, np.array(rows, dtype=np.float64).reshape(-1, len(columns))
+    return columns, parse_csv_rows(path, lines[1:], len(columns), "evolve.csv")
 
 
 def select_parent(evolve_csv, hyp_keys, rng, parent="single", top=5):

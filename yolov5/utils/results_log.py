@@ -61,18 +61,23 @@ def read_results(path):
     columns = [c.strip() for c in lines[0].split(",")]
     if tuple(columns) != COLUMNS:
         raise UserError(f"{path}:1: unexpected results.csv header {columns}; expected {list(COLUMNS)}")
+    return list(columns), parse_csv_rows(path, lines[1:], len(COLUMNS), "results.csv")
+
+
+def parse_csv_rows(path, lines, n_columns, what):
+    """Float rows of a comma-separated file (blank lines skipped); UserError naming file and line."""
     rows = []
-    for number, line in enumerate(lines[1:], start=2):
+    for number, line in enumerate(lines, start=2):
         if not line.strip():
             continue
         fields = line.split(",")
         try:
-            if len(fields) != len(COLUMNS):
-                raise ValueError(f"{len(fields)} fields instead of {len(COLUMNS)}")
+            if len(fields) != n_columns:
+                raise ValueError(f"{len(fields)} fields for {n_columns} columns")
             rows.append([float(x) for x in fields])
         except ValueError as e:
-            raise UserError(f"{path}:{number}: bad results.csv row ({e}); delete or repair that line") from None
-    return list(columns), np.array(rows, dtype=np.float64).reshape(-1, len(COLUMNS))
+            raise UserError(f"{path}:{number}: bad {what} row ({e}); delete or repair that line") from None
+    return np.array(rows, dtype=np.float64).reshape(-1, n_columns)
 
 
 def truncate_results(path, before_epoch):
