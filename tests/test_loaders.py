@@ -9,11 +9,12 @@ import pytest
 import torch
 import torch.distributed as dist
 import yaml
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DistributedSampler
 
 from utils.datasets import LoadImages, create_dataloader  # upstream import paths
 from utils.errors import UserError
-from utils.loaders import InfiniteDataLoader, labels_to_class_weights, update_image_weights, worker_count
+from utils.loaders import (EpochDataLoader, InfiniteDataLoader, labels_to_class_weights, update_image_weights,
+                           worker_count)
 from test_datasets import HYP_DIR
 
 
@@ -83,6 +84,42 @@ def test_infinite_loader_keeps_workers_across_epochs(images):
         assert pids == [w.pid for w in loader.iterator._workers]
 
 
+def epoch_orders(loader, epochs, start=0):
+    """Image paths of each pass, with set_epoch called before each as the trainer does."""
+    orders = []
+    for epoch in range(start, start + epochs):
+        loader.set_epoch(epoch)
+        orders.append([p for _, _, paths, _ in loader for p in paths])
+    return orders
+
+
+def test_epoch_order_does_not_depend_on_prefetching_workers(images):
+    def orders(workers, epochs=3, start=0):
+        loader, _ = create_dataloader(str(images), 160, 4, 32, workers=workers, shuffle=True, seed=5)
+        return epoch_orders(loader, epochs, start)
+
+    serial = orders(0)
+    assert len({tuple(o) for o in serial}) == 3  # every epoch is shuffled anew
+    # Two workers prefetch 4 batches: the first pass already draws epoch 1's first indices.
+    assert orders(2) == serial
+    assert orders(2, epochs=1, start=2) == serial[2:]  # a run resumed at epoch 2 sees epoch 2's order
+
+
+def test_distributed_epoch_order_with_workers(images, tmp_path):
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        loader, ds = create_dataloader(str(images), 160, 4, 32, rank=0, workers=2, seed=7)
+        got = epoch_orders(loader, 2)
+    finally:
+        dist.destroy_process_group()
+    expected = []
+    for epoch in range(2):
+        reference = DistributedSampler(ds, num_replicas=1, rank=0, shuffle=True, seed=7)
+        reference.set_epoch(epoch)
+        expected.append([ds.img_files[i] for i in reference])
+    assert got == expected and got[0] != got[1]
+
+
 def test_batch_size_capped_and_shuffle_option(images):
     loader, ds = create_dataloader(str(images), 160, 64, 32, workers=0, shuffle=True, seed=3)
     assert loader.batch_size == 10
@@ -103,7 +140,7 @@ def test_distributed_sampler_under_ddp(images, tmp_path):
 
 def test_image_weights_resample_indices(images, hyp):
     loader, ds = create_dataloader(str(images), 160, 4, 32, hyp=hyp, augment=True, workers=0, image_weights=True)
-    assert type(loader) is DataLoader  # plain loader: indices change every epoch
+    assert type(loader) is EpochDataLoader  # plain loader: indices change every epoch
     nc = 80
     cw = labels_to_class_weights(ds.labels, nc) * nc
     assert torch.isclose(cw.sum() / nc, torch.tensor(1.0)) and cw[ds.labels[0][0, 0].astype(int)] > 0

@@ -6,11 +6,16 @@
 * Reproducible: a torch.Generator seeded from `seed` (+ rank) fixes the workers' base seed,
   and `seed_worker` derives Python's and numpy's seeds from it, so with the same seed and
   worker count the batches are identical (samples go to workers round-robin).
+* Sample order of epoch k depends only on (seed, k, rank): the loader fixes it itself just
+  before the epoch's indices are drawn (DistributedSampler.set_epoch(k), or the generator
+  reseeded with epoch_seed), because prefetching workers draw the next epoch's first indices
+  while the trainer is still in the previous epoch. `loader.set_epoch(start)` before the first
+  pass says where a resumed run starts.
 * Shuffling: single process follows `shuffle` (v6.0 never shuffled; v6.1 shuffles training);
   under DDP a DistributedSampler shuffles as in v6.0 except with rect batches, whose shapes
-  rely on the sorted order. The trainer calls `loader.sampler.set_epoch(epoch)` under DDP.
+  rely on the sorted order.
 * pin_memory is the caller's choice (the device layer knows whether it helps).
-* --image-weights uses a plain DataLoader so workers restart each epoch and see the new
+* --image-weights uses a plain (epoch-ordered) DataLoader so workers restart each epoch and see the new
   `dataset.indices` (set with `update_image_weights`).
 """
 from __future__ import annotations
@@ -24,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader, distributed
 
 from utils.datasets import LoadImagesAndLabels
+from utils.seeds import epoch_seed
 
 DEFAULT_SEED = 0
 
@@ -38,29 +44,63 @@ def seed_worker(worker_id):
     random.seed(seed)
 
 
-class _RepeatSampler:
-    """Yields the wrapped batch sampler's batches forever."""
+class _EpochOrderMixin:
+    """Epoch k's sample order from (seed, k, rank) alone, whatever was drawn before."""
 
-    def __init__(self, sampler):
-        self.sampler = sampler
+    def _init_epoch_order(self, seed, rank):
+        self.order_seed, self.order_rank = seed, rank
+
+    def _fix_epoch_order(self, epoch):
+        if hasattr(self.sampler, "set_epoch"):  # DistributedSampler: order from (its seed, epoch)
+            self.sampler.set_epoch(epoch)
+        elif self.generator is not None:  # RandomSampler draws the order from the loader's generator
+            self.generator.manual_seed(epoch_seed(self.order_seed, epoch, self.order_rank))
+
+
+class EpochDataLoader(_EpochOrderMixin, DataLoader):
+    """Plain DataLoader (new workers each epoch) whose set_epoch(k) fixes the next pass's order."""
+
+    def set_epoch(self, epoch):
+        self._fix_epoch_order(epoch)
+
+
+class _RepeatSampler:
+    """Yields the wrapped batch sampler's batches forever, epoch after epoch; `before_epoch(k)` runs
+    just before epoch k is drawn (the whole epoch at once, so its order is fixed at that moment)."""
+
+    def __init__(self, sampler, before_epoch):
+        self.sampler, self.before_epoch = sampler, before_epoch
+        self.first_epoch = 0
 
     def __iter__(self):
+        epoch = self.first_epoch
         while True:
-            yield from list(self.sampler)  # whole epoch drawn at its first batch (exact resume)
+            self.before_epoch(epoch)
+            yield from list(self.sampler)
+            epoch += 1
 
 
-class InfiniteDataLoader(DataLoader):
-    """DataLoader whose workers live for the whole run; each `iter()` yields len(self) batches."""
+class InfiniteDataLoader(_EpochOrderMixin, DataLoader):
+    """DataLoader whose workers live for the whole run; each `iter()` yields len(self) batches.
+
+    The iterator (and its workers) starts at the first pass, so `set_epoch(start)` can come first."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        object.__setattr__(self, "batch_sampler", _RepeatSampler(self.batch_sampler))
-        self.iterator = super().__iter__()
+        object.__setattr__(self, "batch_sampler", _RepeatSampler(self.batch_sampler, self._fix_epoch_order))
+        self.iterator = None
 
     def __len__(self):
         return len(self.batch_sampler.sampler)
 
+    def set_epoch(self, epoch):
+        """Before the first pass: the epoch it belongs to. Later passes follow in sequence by themselves."""
+        if self.iterator is None:
+            self.batch_sampler.first_epoch = epoch
+
     def __iter__(self):
+        if self.iterator is None:
+            self.iterator = super().__iter__()
         for _ in range(len(self)):
             yield next(self.iterator)
 
@@ -89,10 +129,11 @@ def create_dataloader(path, imgsz, batch_size, stride, single_cls=False, hyp=Non
         shuffle = False  # the sampler decides
     generator = torch.Generator()
     generator.manual_seed(6148914691236517205 + seed + max(rank, 0))
-    loader_cls = DataLoader if image_weights else InfiniteDataLoader
+    loader_cls = EpochDataLoader if image_weights else InfiniteDataLoader
     loader = loader_cls(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, num_workers=nw,
                         sampler=sampler, pin_memory=pin_memory, worker_init_fn=seed_worker, generator=generator,
                         collate_fn=LoadImagesAndLabels.collate_fn4 if quad else LoadImagesAndLabels.collate_fn)
+    loader._init_epoch_order(seed, rank)
     return loader, dataset
 
 

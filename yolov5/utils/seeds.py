@@ -23,6 +23,11 @@ from utils.errors import UserError
 RNG_STATE_KEYS = ("python", "numpy", "torch")
 
 
+def epoch_seed(seed, epoch, rank=-1):
+    """Seed of one epoch on one rank: distinct for every (seed, epoch, rank), independent of history."""
+    return (int(seed) * 1_000_003 + int(epoch)) * 1009 + max(int(rank), 0)
+
+
 def init_seeds(seed=0, deterministic=False):
     """Seed random, numpy and torch with `seed`; set cuDNN / determinism flags (see module doc)."""
     random.seed(seed)

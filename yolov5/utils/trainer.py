@@ -44,7 +44,7 @@ from utils.optim import (accumulate_steps, build_lr_lambda, build_optimizer, bui
 from utils.parallel import de_parallel
 from utils.progress import is_terminal, progress_kwargs
 from utils.results_log import append_results, plot_results
-from utils.seeds import init_seeds
+from utils.seeds import epoch_seed, init_seeds
 from utils.train_interrupts import StopRequest, stop_on_signals
 from utils.train_state import restore_loop, restore_training, resumable_checkpoint, resume_start_epoch
 
@@ -53,11 +53,6 @@ LOGGER = logging.getLogger("yolov5")
 
 class NonFiniteLoss(UserError):
     """Training diverged: the loss became inf or NaN."""
-
-
-def epoch_seed(seed, epoch, rank=-1):
-    """Seed of one epoch on one rank: distinct for every (seed, epoch, rank), independent of history."""
-    return (int(seed) * 1_000_003 + int(epoch)) * 1009 + max(int(rank), 0)
 
 
 class Trainer:
@@ -226,12 +221,7 @@ class Trainer:
         random.seed(seed)
         np.random.seed(seed % 2 ** 32)
         torch.manual_seed(seed)
-        generator = getattr(self.train_loader, "generator", None)
-        if generator is not None:  # the RandomSampler draws the epoch's order from it
-            generator.manual_seed(seed)
-        sampler = getattr(self.train_loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):  # DistributedSampler: order from (its seed, epoch)
-            sampler.set_epoch(epoch)
+        self.train_loader.set_epoch(epoch)  # sample order: the loader's business (workers prefetch ahead)
 
     def _train_epoch(self, epoch):
         """One pass over the training data; returns None, 'iters' (--iters reached) or 'stop'."""
