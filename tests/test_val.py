@@ -283,7 +283,9 @@ def test_cli_real_checkpoint(work, fixtures_dir, tmp_path, coco128_dir):
                  "--iou", 0.65, "--conf", 0.01, "--project", tmp_path, "--name", "cli")
     assert r.returncode == 0, r.stderr[-2000:]
     header = "               Class     Images     Labels          P          R     mAP@.5 mAP@.5:.95"
-    assert header in r.stderr + r.stdout
+    assert (r.stderr + r.stdout).count(header) == 1 and "\r" not in r.stderr  # output to a pipe: log lines
+    assert r.stdout.startswith(f"val: data={work['subset']}, weights=['{ckpt}'], batch_size=16, imgsz=320, ")
+    assert "\nFusing layers... \nModel Summary: 213 layers" in r.stdout  # the "yolov5" logger is shown
     assert "Speed: " in r.stdout and "ms NMS per image at shape (16, 3, 320, 320)" in r.stdout
     n_labels = sum(len(_gt_rows(coco128_dir, p.stem)) for p in work["subset_images"])
     row = next(line for line in r.stdout.splitlines() if line.strip().startswith("all ")).split()

@@ -9,7 +9,6 @@ Options and defaults follow upstream v6.0; results go to runs/detect/exp{N}. `ru
 `detect.run` for scripts written against upstream.
 """
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ if str(YOLO_ROOT) not in sys.path:
     sys.path.insert(0, str(YOLO_ROOT))
 
 from utils.detector import run  # noqa: E402,F401  (public: detect.run)
+from utils.cli import print_args, set_logging  # noqa: E402
 from utils.errors import exit_on_user_error  # noqa: E402
 
 
@@ -60,9 +60,9 @@ def parse_opt(argv=None):
 
 @exit_on_user_error
 def main(argv=None):
-    logging.basicConfig(format="%(message)s", level=logging.INFO, stream=sys.stdout)
+    set_logging()
     opt = parse_opt(argv)
-    print(f"detect: {', '.join(f'{k}={v}' for k, v in vars(opt).items())}")
+    print_args("detect", opt)
     return run(**vars(opt))
 
 

@@ -8,7 +8,6 @@ Writes <weights stem>.torchscript.pt and <weights stem>.onnx next to the weights
 TensorRT take. Options follow upstream v6.0; the TensorFlow/CoreML formats are not offered here.
 """
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ YOLO_ROOT = Path(__file__).resolve().parent
 if str(YOLO_ROOT) not in sys.path:
     sys.path.insert(0, str(YOLO_ROOT))
 
+from utils.cli import print_args, set_logging  # noqa: E402
 from utils.errors import exit_on_user_error  # noqa: E402
 from utils.exporter import run  # noqa: E402,F401  (public: export.run)
 
@@ -57,9 +57,9 @@ def parse_opt(argv=None):
 
 @exit_on_user_error
 def main(argv=None):
-    logging.basicConfig(format="%(message)s", level=logging.INFO, stream=sys.stdout)
+    set_logging()
     opt = parse_opt(argv)
-    print(f"export: {', '.join(f'{k}={v}' for k, v in vars(opt).items())}")
+    print_args("export", opt)
     return run(**vars(opt))
 
 

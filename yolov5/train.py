@@ -24,32 +24,11 @@ if str(YOLO_ROOT) not in sys.path:
     sys.path.insert(0, str(YOLO_ROOT))
 
 from utils.callbacks import Callbacks  # noqa: E402
+from utils.cli import print_args, set_logging  # noqa: E402
 from utils.errors import UserError, exit_on_user_error  # noqa: E402
 from utils.train_options import check_values, parse_opt, resolve_resume, warn_unused  # noqa: E402
 
 LOGGER = logging.getLogger("yolov5")
-
-
-class _CurrentStdoutHandler(logging.StreamHandler):
-    """Writes to whatever sys.stdout is at the time (tests and notebooks replace it)."""
-
-    @property
-    def stream(self):
-        return sys.stdout
-
-    @stream.setter
-    def stream(self, value):
-        pass
-
-
-def set_logging(rank=-1):
-    """Plain message logging on the main process, warnings only on the other ranks."""
-    if not LOGGER.handlers:
-        handler = _CurrentStdoutHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        LOGGER.addHandler(handler)
-        LOGGER.propagate = False
-    LOGGER.setLevel(logging.INFO if rank in (-1, 0) else logging.WARNING)
 
 
 def resolve_files(opt):
@@ -162,6 +141,7 @@ def main(argv=None, callbacks=None):
         check_values(opt)
         ensure_demo_data(opt)
         opt = resolve_files(opt)
+    print_args("train", opt)
     warn_unused(opt, log=LOGGER.warning)
 
     from utils.devices import select_device
@@ -176,6 +156,7 @@ def main(argv=None, callbacks=None):
         device.init_distributed()
         opt.save_dir = rank0_value(opt.save_dir)  # each rank numbered exp{N} itself: use rank 0's
     hyp = load_hyp(run_hyp_file(opt))
+    print_args("hyperparameters", hyp)
     try:
         if opt.evolve:
             stop = evolve(opt, hyp, device)

@@ -16,6 +16,7 @@ YOLO_ROOT = Path(__file__).resolve().parent
 if str(YOLO_ROOT) not in sys.path:
     sys.path.insert(0, str(YOLO_ROOT))
 
+from utils.cli import print_args, set_logging  # noqa: E402
 from utils.errors import UserError, exit_on_user_error  # noqa: E402
 from utils.validator import run  # noqa: E402,F401  (public: val.run)
 
@@ -110,7 +111,9 @@ def speed(opt):
 
 @exit_on_user_error
 def main(argv=None):
+    set_logging()
     opt = parse_opt(argv)
+    print_args("val", opt)
     if opt.task in ("train", "val", "test"):
         return run(opt.data, weights=opt.weights, batch_size=opt.batch_size, imgsz=opt.imgsz,
                    conf_thres=opt.conf_thres, iou_thres=opt.iou_thres, task=opt.task, device=opt.device,

@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from utils.checkpoint import load_checkpoint, model_from_checkpoint
 
-LOGGER = logging.getLogger(__name__)
+LOGGER = logging.getLogger("yolov5")
 
 _INPLACE_ACTIVATIONS = (nn.Hardswish, nn.LeakyReLU, nn.ReLU, nn.ReLU6, nn.SiLU)
 

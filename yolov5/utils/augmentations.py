@@ -24,7 +24,7 @@ import numpy as np
 
 from utils.boxes import resample_segments, segment2box
 
-LOGGER = logging.getLogger(__name__)
+LOGGER = logging.getLogger("yolov5")
 PAD_VALUE = 114  # grey used for every border and empty area, as upstream
 
 

@@ -27,7 +27,7 @@ import torch.nn as nn
 from utils.errors import UserError
 from utils.safe_pickle import SAFE_PICKLE_MODULE, ForbiddenGlobalError
 
-LOGGER = logging.getLogger(__name__)
+LOGGER = logging.getLogger("yolov5")
 
 CHECKPOINT_KEYS = ("epoch", "best_fitness", "model", "ema", "updates", "optimizer", "wandb_id", "date")
 # Keys upstream releases put in checkpoints (v6.0 strip: training_results; v6.2: opt; v7.0: git).

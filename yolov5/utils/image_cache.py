@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from utils.errors import UserError
 from utils.image_files import printable, read_image
-from utils.label_cache import BAR_FORMAT, NUM_THREADS, is_writable_dir, user_cache_dir
+from utils.label_cache import NUM_THREADS, is_writable_dir, user_cache_dir
+from utils.progress import progress_kwargs
 
 RAM_SAFETY_MARGIN = 0.10
 GB = 1 << 30
@@ -113,7 +114,7 @@ def fill_disk_cache(read_paths, shapes_wh, prefix: str = "") -> list:
 
     if todo:
         with ThreadPool(NUM_THREADS) as pool:
-            for _ in tqdm(pool.imap_unordered(work, todo), total=len(todo), bar_format=BAR_FORMAT,
+            for _ in tqdm(pool.imap_unordered(work, todo), total=len(todo), **progress_kwargs(),
                           desc=f"{prefix}Caching images ({need / GB:.1f}GB disk)"):
                 pass
     return npys
@@ -122,5 +123,5 @@ def fill_disk_cache(read_paths, shapes_wh, prefix: str = "") -> list:
 def fill_ram_cache(load, n: int, nbytes: int, prefix: str = "") -> list:
     """[load(i) for i in range(n)] in a thread pool with a progress bar (order preserved)."""
     with ThreadPool(NUM_THREADS) as pool:
-        return list(tqdm(pool.imap(load, range(n)), total=n, bar_format=BAR_FORMAT,
+        return list(tqdm(pool.imap(load, range(n)), total=n, **progress_kwargs(),
                          desc=f"{prefix}Caching images ({nbytes / GB:.1f}GB ram)"))

@@ -28,11 +28,11 @@ from tqdm import tqdm
 
 from utils.image_files import printable
 from utils.label_checks import verify_image_label
+from utils.progress import progress_kwargs
 
 LOGGER = logging.getLogger("yolov5")
 CACHE_VERSION = "yolov5-mlu-labels-1"
 NUM_THREADS = min(8, os.cpu_count() or 1)  # PIL decoding releases the GIL: threads are enough
-BAR_FORMAT = "{l_bar}{bar:10}{r_bar}"
 
 
 def user_cache_dir() -> Path:
@@ -168,7 +168,7 @@ def build_scan(im_files, label_files, repair_dirs, prefix="", label_dir="", work
     shapes = []
     jobs = [(im, lb, repair_dirs, prefix) for im, lb in zip(im_files, label_files)]
     with ThreadPool(max(1, workers)) as pool:
-        bar = tqdm(pool.imap(verify_image_label, jobs, chunksize=8), total=len(jobs), bar_format=BAR_FORMAT)
+        bar = tqdm(pool.imap(verify_image_label, jobs, chunksize=8), total=len(jobs), **progress_kwargs())
         for v in bar:
             scan.missing += v.missing
             scan.found += v.found
@@ -199,7 +199,7 @@ def scan_labels(sources, im_files, label_files, prefix="", workers=NUM_THREADS) 
         if scan is not None:
             n = scan.total
             tqdm(None, desc=prefix + scan.summary(label_dir) + " (cached)", total=n, initial=n,
-                 bar_format=BAR_FORMAT).close()
+                 **progress_kwargs()).close()
             break
     else:
         repair_dirs = [str(p.parent / f"{p.stem}.repaired") for p in paths if is_writable_dir(p.parent)]

@@ -14,7 +14,7 @@ import torchvision
 
 from utils.boxes import box_iou, xywh2xyxy
 
-LOGGER = logging.getLogger(__name__)
+LOGGER = logging.getLogger("yolov5")
 
 # Boxes of class k are shifted by k * CLASS_OFFSET pixels so one NMS call never lets boxes of
 # different classes suppress each other. v6.0 value (v6.1 raised it to 7680).
