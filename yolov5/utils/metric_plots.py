@@ -32,21 +32,28 @@ def _save(fig, save_path):
     return save_path
 
 
-def plot_pr_curve(px, py, ap, save_dir='pr_curve.png', names=(), classes=None):
-    """Precision-recall curve per class and their mean.
-
-    px: (1000,) recall grid; py: (nc, 1000) precision at px per class; ap: (nc, n_iou) AP table
-    (column 0 is AP@0.5); classes: the class id of each row (defaults to 0..nc-1).
-    """
+def _class_curves(px, py, classes, label):
+    """New axes with one thin curve per class row of py, labelled `label(row, class)` when there are
+    few enough classes for a legend, plain grey otherwise -> (fig, ax, py as (nc, len(px)))."""
     py = np.asarray(py).reshape(-1, len(px))
     classes = range(len(py)) if classes is None else classes
     fig, ax = _new_axes((9, 6))
     per_class = 0 < len(py) <= MAX_LEGEND_CLASSES
     for row, c in enumerate(classes):
         if per_class:
-            ax.plot(px, py[row], linewidth=1, label=f'{_class_name(names, c)} {ap[row, 0]:.3f}')
+            ax.plot(px, py[row], linewidth=1, label=label(row, c))
         else:
             ax.plot(px, py[row], linewidth=1, color='grey')
+    return fig, ax, py
+
+
+def plot_pr_curve(px, py, ap, save_dir='pr_curve.png', names=(), classes=None):
+    """Precision-recall curve per class and their mean.
+
+    px: (1000,) recall grid; py: (nc, 1000) precision at px per class; ap: (nc, n_iou) AP table
+    (column 0 is AP@0.5); classes: the class id of each row (defaults to 0..nc-1).
+    """
+    fig, ax, py = _class_curves(px, py, classes, lambda row, c: f'{_class_name(names, c)} {ap[row, 0]:.3f}')
     if len(py):
         ax.plot(px, py.mean(0), linewidth=3, color='blue', label=f'all classes {ap[:, 0].mean():.3f} mAP@0.5')
     ax.set_xlabel('Recall')
@@ -63,15 +70,7 @@ def plot_mc_curve(px, py, save_dir='mc_curve.png', names=(), xlabel='Confidence'
 
     px: (1000,) confidence grid; py: (nc, 1000) metric values per class.
     """
-    py = np.asarray(py).reshape(-1, len(px))
-    classes = range(len(py)) if classes is None else classes
-    fig, ax = _new_axes((9, 6))
-    per_class = 0 < len(py) <= MAX_LEGEND_CLASSES
-    for row, c in enumerate(classes):
-        if per_class:
-            ax.plot(px, py[row], linewidth=1, label=_class_name(names, c))
-        else:
-            ax.plot(px, py[row], linewidth=1, color='grey')
+    fig, ax, py = _class_curves(px, py, classes, lambda row, c: _class_name(names, c))
     if len(py):
         mean = py.mean(0)
         ax.plot(px, mean, linewidth=3, color='blue',
