@@ -1,7 +1,6 @@
 """LoadImagesAndLabels: samples, rect batches, collate, mosaic labels vs pixels, --cache ram/disk."""
 import os
 import random
-import shutil
 from collections import namedtuple
 from pathlib import Path
 
@@ -9,37 +8,26 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from utils import image_cache
 from utils.datasets import LoadImagesAndLabels, rect_batch_shapes
 from utils.errors import UserError
 from utils.mosaic import load_mosaic
 
-HYP_DIR = Path(__file__).resolve().parents[1] / "yolov5" / "data" / "hyps"
 
 
-@pytest.fixture(autouse=True)
-def user_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("YOLOV5_CACHE_DIR", str(tmp_path / "user_cache"))
-
-
-@pytest.fixture(scope="module")
-def hyp():
-    with open(HYP_DIR / "hyp.scratch.yaml") as f:
-        return yaml.safe_load(f)
+pytestmark = pytest.mark.usefixtures("user_cache")  # caches stay in tmp_path
 
 
 @pytest.fixture
-def coco_subset(tmp_path, coco128_dir):
+def hyp(scratch_hyp):
+    return scratch_hyp
+
+
+@pytest.fixture
+def coco_subset(tmp_path, coco128_copy):
     """8 real coco128 images + labels copied into tmp_path (writable, so caches land beside them)."""
-    im_dir, lb_dir = tmp_path / "c8" / "images" / "train", tmp_path / "c8" / "labels" / "train"
-    im_dir.mkdir(parents=True)
-    lb_dir.mkdir(parents=True)
-    for f in sorted((coco128_dir / "images" / "train2017").glob("*.jpg"))[:8]:
-        shutil.copy(f, im_dir)
-        shutil.copy(coco128_dir / "labels" / "train2017" / f"{f.stem}.txt", lb_dir)
-    return im_dir
+    return coco128_copy(8, tmp_path / "c8" / "images" / "train")
 
 
 def test_rect_batch_shapes_rule():

@@ -17,10 +17,7 @@ from utils.label_cache import scan_labels
 NON_UTF8 = os.fsdecode(b"caf\xe9_latin1")  # a file name that is not valid UTF-8
 
 
-@pytest.fixture(autouse=True)
-def user_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("YOLOV5_CACHE_DIR", str(tmp_path / "user_cache"))
-    return tmp_path / "user_cache"
+pytestmark = pytest.mark.usefixtures("user_cache")  # caches stay in tmp_path
 
 
 def coco_jpeg(coco128_dir, name="000000000009.jpg") -> bytes:

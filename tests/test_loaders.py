@@ -8,36 +8,25 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import yaml
 from torch.utils.data import DistributedSampler
 
 from utils.datasets import LoadImages, create_dataloader  # upstream import paths
 from utils.errors import UserError
 from utils.loaders import (EpochDataLoader, InfiniteDataLoader, labels_to_class_weights, update_image_weights,
                            worker_count)
-from test_datasets import HYP_DIR
 
 
-@pytest.fixture(autouse=True)
-def user_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("YOLOV5_CACHE_DIR", str(tmp_path / "user_cache"))
-
-
-@pytest.fixture(scope="module")
-def hyp():
-    with open(HYP_DIR / "hyp.scratch.yaml") as f:
-        return yaml.safe_load(f)
+pytestmark = pytest.mark.usefixtures("user_cache")  # caches stay in tmp_path
 
 
 @pytest.fixture
-def images(tmp_path, coco128_dir):
-    im_dir, lb_dir = tmp_path / "images" / "t", tmp_path / "labels" / "t"
-    im_dir.mkdir(parents=True)
-    lb_dir.mkdir(parents=True)
-    for f in sorted((coco128_dir / "images" / "train2017").glob("*.jpg"))[:10]:
-        shutil.copy(f, im_dir)
-        shutil.copy(coco128_dir / "labels" / "train2017" / f"{f.stem}.txt", lb_dir)
-    return im_dir
+def hyp(scratch_hyp):
+    return scratch_hyp
+
+
+@pytest.fixture
+def images(tmp_path, coco128_copy):
+    return coco128_copy(10, tmp_path / "images" / "t")
 
 
 def test_worker_rule():

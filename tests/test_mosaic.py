@@ -1,23 +1,18 @@
 """Mosaic: v6.0 placement, and our direct tile warps against an upstream-style 2s canvas + warp."""
 import random
-import shutil
 
 import cv2
 import numpy as np
 import pytest
-import yaml
 
 from utils import mosaic
 from utils.augmentations import random_perspective
 from utils.boxes import xywhn2xyxy
 from utils.datasets import LoadImagesAndLabels
 from utils.mosaic import load_mosaic, paste_scaled, tile_placement
-from test_datasets import HYP_DIR
 
 
-@pytest.fixture(autouse=True)
-def user_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("YOLOV5_CACHE_DIR", str(tmp_path / "user_cache"))
+pytestmark = pytest.mark.usefixtures("user_cache")  # caches stay in tmp_path
 
 
 def v6_placement(q, xc, yc, w, h, s):
@@ -71,14 +66,8 @@ def test_paste_scaled_equals_warp_with_returned_matrix(a, tx, ty):
 
 
 @pytest.fixture
-def coco_dataset(tmp_path, coco128_dir):
-    im_dir, lb_dir = tmp_path / "images" / "t", tmp_path / "labels" / "t"
-    im_dir.mkdir(parents=True)
-    lb_dir.mkdir(parents=True)
-    for f in sorted((coco128_dir / "images" / "train2017").glob("*.jpg"))[:12]:
-        shutil.copy(f, im_dir)
-        shutil.copy(coco128_dir / "labels" / "train2017" / f"{f.stem}.txt", lb_dir)
-    return im_dir
+def coco_dataset(tmp_path, coco128_copy):
+    return coco128_copy(12, tmp_path / "images" / "t")
 
 
 def reference_mosaic(ds, index):
@@ -104,10 +93,9 @@ def reference_mosaic(ds, index):
 
 
 @pytest.mark.parametrize("geometry", [{}, {"degrees": 15.0, "shear": 3.0, "perspective": 0.0005}])
-def test_tile_warps_match_canvas_warp(coco_dataset, monkeypatch, geometry):
+def test_tile_warps_match_canvas_warp(coco_dataset, monkeypatch, geometry, scratch_hyp):
     """Warp path (any geometry): same labels exactly, same pixels except the 1-px seams."""
-    with open(HYP_DIR / "hyp.scratch.yaml") as f:
-        hyp = dict(yaml.safe_load(f), **geometry)
+    hyp = dict(scratch_hyp, **geometry)
     ds = LoadImagesAndLabels(str(coco_dataset), img_size=320, batch_size=4, augment=True, hyp=hyp)
     monkeypatch.setattr(mosaic, "is_scale_translate", lambda M: False)  # force per-tile warpAffine
     for seed in range(6):
@@ -120,9 +108,8 @@ def test_tile_warps_match_canvas_warp(coco_dataset, monkeypatch, geometry):
         assert differs.mean() < 0.01, differs.mean()
 
 
-def test_fast_path_stays_within_half_a_pixel_of_canvas_warp(coco_dataset):
-    with open(HYP_DIR / "hyp.scratch.yaml") as f:
-        hyp = yaml.safe_load(f)
+def test_fast_path_stays_within_half_a_pixel_of_canvas_warp(coco_dataset, scratch_hyp):
+    hyp = scratch_hyp
     ds = LoadImagesAndLabels(str(coco_dataset), img_size=320, batch_size=4, augment=True, hyp=hyp)
     n_labels = 0
     for seed in range(8):
