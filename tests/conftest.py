@@ -57,6 +57,6 @@ def user_cache(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture
-def scratch_hyp() -> dict:
+def hyp() -> dict:
     """data/hyps/hyp.scratch.yaml (v6.0's default), a fresh dict per test."""
     return yaml.safe_load((HYP_DIR / "hyp.scratch.yaml").read_text())

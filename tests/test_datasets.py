@@ -15,13 +15,7 @@ from utils.errors import UserError
 from utils.mosaic import load_mosaic
 
 
-
 pytestmark = pytest.mark.usefixtures("user_cache")  # caches stay in tmp_path
-
-
-@pytest.fixture
-def hyp(scratch_hyp):
-    return scratch_hyp
 
 
 @pytest.fixture

@@ -20,11 +20,6 @@ pytestmark = pytest.mark.usefixtures("user_cache")  # caches stay in tmp_path
 
 
 @pytest.fixture
-def hyp(scratch_hyp):
-    return scratch_hyp
-
-
-@pytest.fixture
 def images(tmp_path, coco128_copy):
     return coco128_copy(10, tmp_path / "images" / "t")
 

@@ -93,9 +93,9 @@ def reference_mosaic(ds, index):
 
 
 @pytest.mark.parametrize("geometry", [{}, {"degrees": 15.0, "shear": 3.0, "perspective": 0.0005}])
-def test_tile_warps_match_canvas_warp(coco_dataset, monkeypatch, geometry, scratch_hyp):
+def test_tile_warps_match_canvas_warp(coco_dataset, monkeypatch, geometry, hyp):
     """Warp path (any geometry): same labels exactly, same pixels except the 1-px seams."""
-    hyp = dict(scratch_hyp, **geometry)
+    hyp = dict(hyp, **geometry)
     ds = LoadImagesAndLabels(str(coco_dataset), img_size=320, batch_size=4, augment=True, hyp=hyp)
     monkeypatch.setattr(mosaic, "is_scale_translate", lambda M: False)  # force per-tile warpAffine
     for seed in range(6):
@@ -108,8 +108,7 @@ def test_tile_warps_match_canvas_warp(coco_dataset, monkeypatch, geometry, scrat
         assert differs.mean() < 0.01, differs.mean()
 
 
-def test_fast_path_stays_within_half_a_pixel_of_canvas_warp(coco_dataset, scratch_hyp):
-    hyp = scratch_hyp
+def test_fast_path_stays_within_half_a_pixel_of_canvas_warp(coco_dataset, hyp):
     ds = LoadImagesAndLabels(str(coco_dataset), img_size=320, batch_size=4, augment=True, hyp=hyp)
     n_labels = 0
     for seed in range(8):
