@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from utils.errors import UserError
 from utils.loss import ComputeLoss, FocalLoss, scale_loss_gains, smooth_BCE

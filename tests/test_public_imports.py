@@ -8,7 +8,7 @@ PUBLIC = {
     "models.common": ["Conv", "Bottleneck", "C3", "SPPF", "Concat", "Focus", "SPP"],
     "models.experimental": ["attempt_load", "Ensemble"],
     "utils.general": ["non_max_suppression", "scale_coords", "xywh2xyxy", "xyxy2xywh", "check_img_size",
-                      "increment_path", "check_file"],
+                      "increment_path", "check_file", "set_logging", "print_args"],
     "utils.augmentations": ["letterbox"],
     "utils.datasets": ["create_dataloader", "LoadImages", "LoadStreams"],
     "utils.torch_utils": ["select_device", "ModelEMA", "de_parallel"],

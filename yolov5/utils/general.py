@@ -5,6 +5,7 @@ This file only maps the v6.0 import paths that deployment and export scripts use
 """
 from utils.boxes import (clip_coords, scale_coords, segment2box, segments2boxes, xywh2xyxy, xywhn2xyxy,  # noqa: F401
                          xyn2xy, xyxy2xywh, xyxy2xywhn)
+from utils.cli import print_args, set_logging  # noqa: F401
 from utils.image_size import check_img_size, make_divisible  # noqa: F401
 from utils.model_files import find_file as check_file  # noqa: F401
 from utils.nms import non_max_suppression  # noqa: F401
