@@ -234,3 +234,24 @@ def test_our_model_survives_pickle_and_deepcopy(tmp_path, eval_out, io):
     assert back.names == [str(i) for i in range(80)] and back.inplace is True
     with torch.no_grad():  # fixture weights are fp16-representable, so the fp16 round trip is lossless
         assert torch.equal(back(torch.from_numpy(io["x"]))[0], y)
+
+
+def test_conversions_rebuild_grid_caches(eval_out, io):
+    """.to()/.double()/channels_last drop Detect's grid caches; the next call rebuilds them in the new
+    dtype (v6.0 converted them, which fails for channels_last: the caches are 5-D)."""
+    import copy
+    model, y, _ = eval_out
+    x = torch.from_numpy(io["x"])
+    m = copy.deepcopy(model)
+    assert m.model[-1].grid[0].shape[2:4] == (x.shape[2] // 8, x.shape[3] // 8)  # built by the earlier call
+    m.to(memory_format=torch.channels_last)
+    assert m.model[0].conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert all(g.shape == (1,) for g in m.model[-1].grid + m.model[-1].anchor_grid)
+    with torch.no_grad():
+        np.testing.assert_allclose(m(x.contiguous(memory_format=torch.channels_last))[0].numpy(), y.numpy(),
+                                   **README_TOL)  # another layout: float32 rounding differs
+        y64 = m.double()(x.double())[0]
+    detect = m.model[-1]
+    assert detect.grid[2].dtype == detect.anchor_grid[2].dtype == torch.float64
+    assert detect.grid[2].shape == (1, 3, x.shape[2] // 32, x.shape[3] // 32, 2)
+    np.testing.assert_allclose(y64.numpy(), y.numpy(), **README_TOL)

@@ -77,11 +77,12 @@ class Detect(nn.Module):
         return y.view(bs, -1, self.no)
 
     def _make_grid(self, nx, ny, i):
-        device = self.anchors.device
+        """Grids on the anchors' device and in their dtype (the model's: fp32, or fp16 after .half())."""
+        device, dtype = self.anchors.device, self.anchors.dtype
         yv, xv = torch.meshgrid(torch.arange(ny, device=device), torch.arange(nx, device=device), indexing="ij")
         shape = (1, self.na, ny, nx, 2)
-        grid = torch.stack((xv, yv), 2).expand(shape).float()
-        anchor_grid = (self.anchors[i].clone() * self.stride[i]).view((1, self.na, 1, 1, 2)).expand(shape).float()
+        grid = torch.stack((xv, yv), 2).expand(shape).to(dtype)
+        anchor_grid = (self.anchors[i].clone() * self.stride[i]).view((1, self.na, 1, 1, 2)).expand(shape).to(dtype)
         return grid, anchor_grid
 
 
@@ -210,14 +211,16 @@ class Model(nn.Module):
     def _apply(self, fn, *args, **kwargs):
         # Keep Detect's plain tensor attributes on the same device/dtype as the weights. Model.stride is
         # left alone (CPU fp32) exactly like upstream, which code computing int(stride.max()) relies on.
+        # The grid caches are dropped rather than converted (v6.0 converts them): they are rebuilt at the
+        # next call from the converted anchors, and fn may not apply to them (channels_last needs 4-D).
         self = super()._apply(fn, *args, **kwargs)
         m = self.model[-1]
         if isinstance(m, Detect):
             if m.stride is not None:
                 m.stride = fn(m.stride)
-            m.grid = list(map(fn, m.grid))
+            m.grid = [torch.zeros(1)] * m.nl
             if isinstance(m.anchor_grid, list):
-                m.anchor_grid = list(map(fn, m.anchor_grid))
+                m.anchor_grid = [torch.zeros(1)] * m.nl
         return self
 
     def fuse(self):

@@ -66,14 +66,6 @@ def _is_coco(data):
     return isinstance(val, str) and val.replace("\\", "/").endswith("coco/val2017.txt")
 
 
-def _to_channels_last(model):
-    """Put every 4-D parameter in channels_last layout, in place (Detect's grid caches keep theirs)."""
-    for p in model.parameters():
-        if p.ndim == 4:
-            p.data = p.data.contiguous(memory_format=torch.channels_last)
-    return model
-
-
 def _standalone_setup(data, weights, batch_size, imgsz, task, dev, single_cls, half, workers, project, name,
                       exist_ok, save_txt):
     """Load weights, data and loader for `python val.py` (the trainer brings its own)."""
@@ -98,7 +90,7 @@ def _standalone_setup(data, weights, batch_size, imgsz, task, dev, single_cls, h
     if half:
         model.half()
     elif dev.kind == "cpu" and CHANNELS_LAST_ON_CPU:
-        _to_channels_last(model)
+        model.to(memory_format=torch.channels_last)
     nc = 1 if single_cls else int(data["nc"])
     loader = create_dataloader(data[split], imgsz, batch_size, gs, single_cls, pad=0.5, rect=True,
                                workers=workers, prefix=f"{split}: ", nc=nc, pin_memory=dev.pin_memory)[0]
