@@ -89,6 +89,18 @@ def test_epoch_order_does_not_depend_on_prefetching_workers(images):
     assert orders(2, epochs=1, start=2) == serial[2:]  # a run resumed at epoch 2 sees epoch 2's order
 
 
+def test_loader_built_directly_orders_epochs_from_the_default_seed(images):
+    """InfiniteDataLoader built without create_dataloader (bench/dataloader.py does) still fixes each
+    epoch's order: the same as create_dataloader's with the default seed."""
+    from utils.datasets import LoadImagesAndLabels
+    ds = LoadImagesAndLabels(str(images), 160, 4, stride=32)
+    generator = torch.Generator()
+    loader = InfiniteDataLoader(ds, batch_size=4, shuffle=True, num_workers=0, generator=generator,
+                                collate_fn=LoadImagesAndLabels.collate_fn)
+    reference, _ = create_dataloader(str(images), 160, 4, 32, workers=0, shuffle=True)
+    assert epoch_orders(loader, 2) == epoch_orders(reference, 2)
+
+
 def test_distributed_epoch_order_with_workers(images, tmp_path):
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
     try:

@@ -47,6 +47,8 @@ def seed_worker(worker_id):
 class _EpochOrderMixin:
     """Epoch k's sample order from (seed, k, rank) alone, whatever was drawn before."""
 
+    order_seed, order_rank = DEFAULT_SEED, -1  # create_dataloader sets them per loader
+
     def _init_epoch_order(self, seed, rank):
         self.order_seed, self.order_rank = seed, rank
 
