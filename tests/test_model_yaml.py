@@ -77,6 +77,28 @@ def test_suffix_and_url_are_rejected():
 
 # ---------------------------------------------------------------------------------------- bad yaml
 
+def test_weights_by_bare_name_come_from_the_prepare_folders(tmp_path, monkeypatch, fixtures_dir):
+    """--weights yolov5s.pt (v6.0's default, which v6.0 downloaded) is looked up where prepare.sh puts
+    weights: $MODEL_ROOT, then <repo>/yolov5_model. Paths with another folder are never redirected."""
+    from utils.model_files import find_weights
+    root = tmp_path / "models_root"
+    root.mkdir()
+    (root / "yolov5s.pt").write_bytes((fixtures_dir / "yolov5n_upstream_ckpt.pt").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MODEL_ROOT", str(root))
+    assert find_weights("") == ""
+    assert find_weights("yolov5s.pt") == str(root / "yolov5s.pt")
+    assert find_weights(model_files.YOLOV5_ROOT / "yolov5s.pt") == str(root / "yolov5s.pt")  # detect's default
+    (tmp_path / "yolov5s.pt").write_bytes(b"local")
+    assert find_weights("yolov5s.pt") == "yolov5s.pt"  # an existing path wins
+    with pytest.raises(UserError, match=r"--weights elsewhere/yolov5s.pt: file not found \(also looked in "):
+        find_weights("elsewhere/yolov5s.pt")
+    monkeypatch.delenv("MODEL_ROOT")
+    with pytest.raises(UserError, match=r"not_released.pt: file not found .*yolov5_model\). Fetch the released weights "
+                                        r"with `bash prepare.sh --only weights`, .* or train one with train.py"):
+        find_weights("not_released.pt")
+
+
 def test_missing_key_names_file_and_key(tmp_path, n_cfg):
     cfg = dict(n_cfg)
     del cfg["head"]

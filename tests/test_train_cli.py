@@ -138,3 +138,18 @@ def test_benchmark_log_and_log_friendly_progress(tmp_path, coco128_dir):
     assert re.search(r"^train: weights=, cfg=\S+/yolov5n.yaml, data=\S+, hyp=\S+hyp.scratch.yaml, epochs=5, ",
                      run.stdout, re.M)
     assert re.search(r"^hyperparameters: lr0=0.01, lrf=0.1, momentum=0.937, ", run.stdout, re.M)
+
+
+def test_default_weights_come_from_model_root(tmp_path, coco128_dir, fixtures_dir):
+    """No --weights: v6.0's default yolov5s.pt, found where prepare.sh put it ($MODEL_ROOT), not downloaded.
+    (The stand-in is the upstream yolov5n checkpoint saved under that name.)"""
+    root = tmp_path / "weights_root"
+    root.mkdir()
+    shutil.copy(fixtures_dir / "yolov5n_upstream_ckpt.pt", root / "yolov5s.pt")
+    data = make_data_yaml(tmp_path, coco128_dir, n=4)
+    args = ["--data", data, "--img", 64, "--batch-size", 2, "--epochs", 1, "--device", "cpu", "--workers", 0,
+            "--project", tmp_path, "--name", "default", "--iters", 1, "--skip", "--noautoanchor"]
+    run = train_cli(args, env=cli_env(MODEL_ROOT=root))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"train: weights={root / 'yolov5s.pt'}, cfg=, " in run.stdout
+    assert re.search(r"Transferred 349/349 items from \S+yolov5s.pt", run.stdout), run.stdout[-3000:]

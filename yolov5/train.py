@@ -41,7 +41,7 @@ def resolve_files(opt):
     opt.data = str(resolve_data_file(opt.data))
     opt.cfg = find_yaml(opt.cfg, "--cfg") if opt.cfg else ""
     opt.hyp = find_yaml(opt.hyp, "--hyp")
-    check_weights_file(opt.weights)
+    opt.weights = check_weights_file(opt.weights)
     if opt.evolve:
         if opt.project == str(Path("runs") / "train"):
             opt.project = str(Path("runs") / "evolve")

@@ -22,6 +22,7 @@ from utils.boxes import clip_coords, scale_coords, xywh2xyxy, xyxy2xywh
 from utils.errors import UserError
 from utils.image_files import IMG_FORMATS, VID_FORMATS, printable
 from utils.image_size import check_img_size
+from utils.model_files import find_weights
 from utils.nms import non_max_suppression
 from utils.plots import class_colour, draw_box
 from utils.run_dir import increment_path
@@ -66,10 +67,7 @@ def check_weights(weights):
         if Path(w).suffix.lower() in EXPORTED_SUFFIXES:
             raise UserError(f"--weights {w}: detect.py runs PyTorch checkpoints (.pt); this is an exported "
                             "model, run it with its own runtime (onnxruntime, MagicMind, TensorRT)")
-        if not Path(w).is_file():
-            raise UserError(f"--weights {w}: file not found (train one with train.py, or fetch the "
-                            "released ones with prepare.sh --only weights)")
-    return [str(w) for w in paths]
+    return [find_weights(w) for w in paths]
 
 
 # ------------------------------------------------------------------------------------ display

@@ -22,6 +22,7 @@ import torch.nn as nn
 
 from utils.errors import UserError
 from utils.image_size import check_img_size
+from utils.model_files import find_weights
 
 SUPPORTED_FORMATS = ("torchscript", "onnx")
 UPSTREAM_ONLY_FORMATS = ("coreml", "saved_model", "pb", "tflite", "tfjs")
@@ -179,9 +180,7 @@ def run(weights="yolov5s.pt", imgsz=(640, 640), batch_size=1, device="cpu", incl
 
     t = time.time()
     formats = check_formats(include)
-    file = Path(weights)
-    if not file.is_file():
-        raise UserError(f"--weights {weights}: file not found")
+    file = Path(find_weights(weights))
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: must be at least 1")
     dev = select_device(device)

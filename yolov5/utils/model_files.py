@@ -9,9 +9,14 @@ Rules (compatible with upstream YOLOv5 v6.0 `check_file`, compat-v6.md 1.2):
    walkthrough keeps a copy of `yolov5m.yaml`), the first folder in the list above wins.
 URLs are not downloaded: this trainer never fetches files behind the user's back.
 
+`find_weights` resolves --weights: an existing path as is; a missing bare name such as `yolov5s.pt`
+(the v6.0 default, which v6.0 downloaded) is looked up where `prepare.sh --only weights` puts the
+released checkpoints: $MODEL_ROOT if set, then `<repo>/yolov5_model/`.
+
 `load_model_yaml` and `check_model_dict` read a model yaml and check its structure, so that a broken
 file fails with one message naming the file, layer and key instead of a traceback from deep in the parser.
 """
+import os
 from pathlib import Path
 
 import yaml
@@ -58,6 +63,27 @@ def find_file(name, what="file"):
         raise UserError(f"{what} {name!r} is ambiguous: several different files match ({listed}). "
                         f"Pass the exact path of the one you mean.")
     return str(matches[0])
+
+
+def weights_dirs():
+    """Where prepare.sh puts released weights: $MODEL_ROOT when set, and <repo>/yolov5_model."""
+    root = os.environ.get("MODEL_ROOT")
+    return ([Path(root)] if root else []) + [REPO_ROOT / "yolov5_model"]
+
+
+def find_weights(name, what="--weights", alternative="train one with train.py"):
+    """Path (str) of a checkpoint named on the command line; '' stays ''. UserError if there is none,
+    ending with `alternative` (what else the user can do)."""
+    name = str(name)
+    if name == "" or Path(name).is_file():
+        return name
+    if Path(name).parent in (Path("."), YOLOV5_ROOT):  # a bare name, or the scripts' default location
+        for folder in weights_dirs():
+            if (folder / Path(name).name).is_file():
+                return str(folder / Path(name).name)
+    searched = " and ".join(str(d) for d in weights_dirs())
+    raise UserError(f"{what} {name}: file not found (also looked in {searched}). Fetch the released weights "
+                    f"with `bash prepare.sh --only weights`, give the path of a checkpoint, or {alternative}")
 
 
 def check_suffix(name, suffixes, what="file"):

@@ -46,11 +46,9 @@ def load_hyp(hyp):
 
 
 def check_weights_file(weights):
-    """A --weights path must exist: we never download behind the user's back."""
-    if weights and not Path(weights).is_file():
-        raise UserError(f"--weights {weights}: file not found. Fetch the released weights with "
-                        f"`bash prepare.sh --only weights` (they go to yolov5_model/), give the path of a "
-                        f"checkpoint, or train from scratch with --weights '' --cfg yolov5s.yaml")
+    """The --weights checkpoint's path ('' = from scratch); we never download behind the user's back."""
+    from utils.model_files import find_weights
+    return find_weights(weights, alternative="train from scratch with --weights '' --cfg yolov5s.yaml")
 
 
 def transfer_state(model, state, exclude=()):

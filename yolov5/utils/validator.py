@@ -26,6 +26,7 @@ from tqdm import tqdm
 from utils.boxes import scale_coords, xywh2xyxy, xyxy2xywh
 from utils.errors import UserError
 from utils.image_size import check_img_size
+from utils.model_files import find_weights
 from utils.metrics import ConfusionMatrix, match_predictions, summarize_stats
 from utils.nms import non_max_suppression
 from utils.plots import output_to_target, plot_images
@@ -76,10 +77,7 @@ def _standalone_setup(data, weights, batch_size, imgsz, task, dev, single_cls, h
 
     if not weights:
         raise UserError("val.py needs --weights (a .pt checkpoint)")
-    for w in weights if isinstance(weights, (list, tuple)) else [weights]:
-        if not Path(w).is_file():
-            raise UserError(f"--weights {w}: file not found (train one with train.py, or fetch the "
-                            "released ones with prepare.sh --only weights)")
+    weights = [find_weights(w) for w in (weights if isinstance(weights, (list, tuple)) else [weights])]
     data = dict(data) if isinstance(data, dict) else load_data_config(data, require=())
     split = task if task in ("train", "val", "test") else "val"
     if not data.get(split):
