@@ -33,6 +33,14 @@ def export_cli(repo_root, *args):
                           capture_output=True, text=True, timeout=300)
 
 
+def export_copy(repo_root, src, path, *args):
+    """Copy checkpoint `src` to `path` and export the copy at 160 px with `args`; returns path."""
+    shutil.copyfile(src, path)
+    r = export_cli(repo_root, "--weights", path, "--imgsz", 160, *args)
+    assert r.returncode == 0, r.stderr
+    return path
+
+
 def ort_run(path, x):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session, session.run(None, {"images": x.numpy()})
@@ -118,11 +126,7 @@ def test_upstream_checkpoint_exports_are_as_exact_as_pytorch(upstream):
 
 
 def test_dynamic_onnx_takes_other_batch_and_shape(ours, repo_root, tmp_path):
-    src, _ = ours
-    path = tmp_path / "dyn.pt"
-    shutil.copyfile(src, path)
-    r = export_cli(repo_root, "--weights", path, "--imgsz", 160, "--include", "onnx", "--dynamic")
-    assert r.returncode == 0, r.stderr
+    path = export_copy(repo_root, ours[0], tmp_path / "dyn.pt", "--include", "onnx", "--dynamic")
     model = attempt_load(str(path))
     torch.manual_seed(3)
     x = torch.rand(2, 3, 256, 192)
@@ -135,11 +139,7 @@ def test_dynamic_onnx_takes_other_batch_and_shape(ours, repo_root, tmp_path):
 
 
 def test_train_mode_onnx_has_the_raw_levels(ours, repo_root, tmp_path):
-    src, _ = ours
-    path = tmp_path / "train.pt"
-    shutil.copyfile(src, path)
-    r = export_cli(repo_root, "--weights", path, "--imgsz", 160, "--include", "onnx", "--train")
-    assert r.returncode == 0, r.stderr
+    path = export_copy(repo_root, ours[0], tmp_path / "train.pt", "--include", "onnx", "--train")
     model = attempt_load(str(path))
     x = torch.rand(1, 3, 160, 160)
     with torch.no_grad():
