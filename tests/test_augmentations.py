@@ -16,35 +16,30 @@ from utils.augmentations import (Albumentations, augment_hsv, box_candidates, cu
 COLOURS = np.array([(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255), (0, 255, 255),
                     (255, 255, 255), (0, 128, 255)], np.uint8)
 
-LETTERBOX_CASES = {  # fixture case: (source array, kwargs), from fixtures/README.md section 3
-    "auto_false": ("img_480x640", dict(auto=False)),
-    "auto_true": ("img_480x640", dict(auto=True)),
-    "odd_pad": ("img_426x640", dict(auto=False)),
-    "upscale": ("img_150x200", dict(auto=False)),
-}
-
-
 @pytest.fixture(scope="module")
 def letterbox_fixture(fixtures_dir):
     return np.load(fixtures_dir / "letterbox.npz")
 
 
-@pytest.mark.parametrize("case", sorted(LETTERBOX_CASES))
-def test_letterbox_matches_upstream_exactly(letterbox_fixture, case):
-    source, kwargs = LETTERBOX_CASES[case]
-    out, ratio, pad = letterbox(letterbox_fixture[source], 320, **kwargs)
-    expected = letterbox_fixture[f"{case}_out"]
-    assert out.shape == expected.shape and out.dtype == np.uint8
-    assert np.array_equal(out, expected)
-    assert ratio == tuple(letterbox_fixture[f"{case}_ratio"])
-    assert pad == tuple(letterbox_fixture[f"{case}_pad"])
+def test_letterbox_matches_upstream_exactly(letterbox_fixture, fixture_manifest):
+    cases = fixture_manifest["letterbox"]  # each: source array, letterbox kwargs, upstream's results
+    assert len(cases) == 4
+    for case in cases:
+        out, ratio, pad = letterbox(letterbox_fixture[case["src_key"]], **case["kwargs"])
+        expected = letterbox_fixture[f"{case['name']}_out"]
+        assert out.shape == expected.shape == tuple(case["out_shape"]) and out.dtype == np.uint8, case["name"]
+        assert np.array_equal(out, expected), case["name"]
+        assert ratio == tuple(letterbox_fixture[f"{case['name']}_ratio"]), case["name"]
+        assert pad == tuple(letterbox_fixture[f"{case['name']}_pad"]) == tuple(case["pad"]), case["name"]
 
 
-def test_letterbox_odd_padding_goes_bottom(letterbox_fixture):
-    out, _, (dw, dh) = letterbox(letterbox_fixture["img_426x640"], 320, auto=False)
-    assert dh == 53.5
-    assert (out[:53] == 114).all() and not (out[53] == 114).all()  # 53 rows on top
-    assert (out[-54:] == 114).all() and not (out[-55] == 114).all()  # 54 below
+def test_letterbox_odd_padding_goes_bottom(letterbox_fixture, fixture_manifest):
+    case = next(c for c in fixture_manifest["letterbox"] if c["name"] == "odd_pad")
+    out, _, (dw, dh) = letterbox(letterbox_fixture[case["src_key"]], **case["kwargs"])
+    assert dh % 1 == 0.5  # an odd total padding: the extra row goes below
+    top = int(dh)
+    assert (out[:top] == 114).all() and not (out[top] == 114).all()
+    assert (out[-(top + 1):] == 114).all() and not (out[-(top + 2)] == 114).all()
 
 
 def test_letterbox_returns_a_new_array_even_without_change():

@@ -1,4 +1,4 @@
-"""COCO JSON -> YOLO labels: parity with the real coco128 labels, crowd exclusion, bad input."""
+"""COCO JSON -> YOLO labels: parity with the real coco16/coco128 labels, crowd exclusion, bad input."""
 import json
 
 import numpy as np
@@ -12,23 +12,24 @@ def read_rows(path):
     return np.array([[float(v) for v in line.split()] for line in path.read_text().splitlines()]).reshape(-1, 5)
 
 
-def test_coco128_labels_reproduced(coco128_dir, tmp_path):
-    counts = convert_coco_json(coco128_dir / "annotations" / "instances_train2017.json", tmp_path / "labels",
+def test_real_labels_reproduced(real_image_set, tmp_path):
+    root, n = real_image_set.root, real_image_set.images
+    counts = convert_coco_json(root / "annotations" / "instances_train2017.json", tmp_path / "labels",
                                tmp_path / "train2017.txt")
-    assert counts == {"images": 128, "boxes": 929, "empty": 2}
-    expected_dir = coco128_dir / "labels" / "train2017"
+    assert counts == {"images": n, "boxes": real_image_set.boxes, "empty": len(real_image_set.empty)}
+    expected_dir = root / "labels" / "train2017"
     ours = sorted(p.name for p in (tmp_path / "labels").glob("*.txt"))
-    assert ours == sorted(p.name for p in expected_dir.glob("*.txt")) and len(ours) == 128
+    assert ours == sorted(p.name for p in expected_dir.glob("*.txt")) and len(ours) == n
     identical = 0
     for name in ours:
         mine, theirs = read_rows(tmp_path / "labels" / name), read_rows(expected_dir / name)
         assert mine.shape == theirs.shape, name
         assert np.abs(mine - theirs).max(initial=0) <= 1e-6, name  # same rows, same order
         identical += (tmp_path / "labels" / name).read_bytes() == (expected_dir / name).read_bytes()
-    assert identical == 128  # even the '%g' text is the same
+    assert identical == n  # even the '%g' text is the same
     assert (tmp_path / "labels" / "000000000250.txt").read_text() == ""  # no annotations: empty file
     lines = (tmp_path / "train2017.txt").read_text().splitlines()
-    assert len(lines) == 128 and lines[0] == "./images/train2017/000000000009.jpg"
+    assert len(lines) == n and lines[0] == "./images/train2017/000000000009.jpg"
     assert lines == sorted(lines)
 
 
@@ -39,8 +40,8 @@ def test_class_tables_are_inverse():
     assert all(to80[cat - 1] == cls for cls, cat in enumerate(COCO80_TO_91))
 
 
-def test_coco128_categories_give_the_standard_table(coco128_dir):
-    cats = json.loads((coco128_dir / "annotations" / "instances_train2017.json").read_text())["categories"]
+def test_coco_categories_give_the_standard_table(real_images_dir):
+    cats = json.loads((real_images_dir / "annotations" / "instances_train2017.json").read_text())["categories"]
     assert tuple(sorted(c["id"] for c in cats)) == COCO80_TO_91
 
 

@@ -10,10 +10,10 @@ from utils.coco_json import COCO80_TO_COCO91, CocoPredictionWriter, coco80_to_co
 from utils.errors import UserError
 
 
-def test_coco80_to_coco91_matches_the_instances_file(coco128_dir):
+def test_coco80_to_coco91_matches_the_instances_file(real_images_dir):
     """The 80 YOLO classes are COCO's categories in ascending id order (coco128 README)."""
     table = coco80_to_coco91_class()
-    data = json.loads((coco128_dir / "annotations" / "instances_train2017.json").read_text())
+    data = json.loads((real_images_dir / "annotations" / "instances_train2017.json").read_text())
     assert table == sorted(c["id"] for c in data["categories"])
     assert len(table) == 80 and table[0] == 1 and table[11] == 13 and table[79] == 90
     missing = sorted(set(range(1, 91)) - set(table))

@@ -83,8 +83,8 @@ CHILD = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def child_run(repo_root, coco128_dir):
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(coco128_dir), str(repo_root / "yolov5")],
+def child_run(repo_root, real_images_dir):
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(real_images_dir), str(repo_root / "yolov5")],
                           capture_output=True, text=True, timeout=300, cwd=repo_root / "yolov5")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])

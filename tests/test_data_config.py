@@ -14,11 +14,11 @@ def write_yaml(path: Path, d: dict) -> Path:
     return path
 
 
-def test_coco128_absolute_path(tmp_path, coco128_dir):
-    f = write_yaml(tmp_path / "c.yaml", {"path": str(coco128_dir), "train": "images/train2017",
+def test_coco128_absolute_path(tmp_path, real_images_dir):
+    f = write_yaml(tmp_path / "c.yaml", {"path": str(real_images_dir), "train": "images/train2017",
                                           "val": "images/train2017", "nc": 80, "names": [f"n{i}" for i in range(80)]})
     d = load_data_config(str(f))
-    assert d["train"] == d["val"] == str(coco128_dir / "images" / "train2017")
+    assert d["train"] == d["val"] == str(real_images_dir / "images" / "train2017")
     assert d["test"] is None and d["nc"] == 80 and d["names"][79] == "n79"
 
 

@@ -40,8 +40,8 @@ def common_args(weights, project):
 
 
 @pytest.fixture(scope="module")
-def weights(fixtures_dir):
-    return fixtures_dir / "yolov5n_upstream_ckpt.pt"
+def weights(upstream_checkpoint):
+    return upstream_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -107,10 +107,10 @@ def video_frames(path):
 
 # ------------------------------------------------------------------------------------ images
 @pytest.fixture(scope="module")
-def image_run(repo_root, coco128_dir, weights, tmp_path_factory):
+def image_run(repo_root, real_images_dir, weights, tmp_path_factory):
     src = tmp_path_factory.mktemp("images")
     for stem in IMAGES:
-        os.symlink(coco128_dir / "images" / "train2017" / f"{stem}.jpg", src / f"{stem}.jpg")
+        os.symlink(real_images_dir / "images" / "train2017" / f"{stem}.jpg", src / f"{stem}.jpg")
     project = tmp_path_factory.mktemp("runs")
     r = detect_cli(repo_root, *common_args(weights, project), "--source", src, "--save-txt", "--save-conf",
                    "--save-crop", "--view-img", "--visualize")
@@ -177,8 +177,8 @@ def test_visualize_saves_one_feature_map_per_stage(image_run, model):
 
 
 # ------------------------------------------------------------------------------------ video
-def test_video_and_update(repo_root, coco128_dir, weights, model, tmp_path):
-    video = make_video(tmp_path / "clip.avi", coco128_dir / "images" / "train2017" / f"{IMAGES[0]}.jpg")
+def test_video_and_update(repo_root, real_images_dir, weights, model, tmp_path):
+    video = make_video(tmp_path / "clip.avi", real_images_dir / "images" / "train2017" / f"{IMAGES[0]}.jpg")
     ckpt = load_checkpoint(weights)  # a training checkpoint: --update must strip the optimizer
     ckpt.update(epoch=7, optimizer={"state": {}, "param_groups": []})
     w = tmp_path / "train_last.pt"
@@ -201,8 +201,8 @@ def test_video_and_update(repo_root, coco128_dir, weights, model, tmp_path):
     assert stripped["optimizer"] is None and stripped["epoch"] == -1
 
 
-def test_stream_list_source(repo_root, coco128_dir, weights, model, tmp_path):
-    video = make_video(tmp_path / "cam.avi", coco128_dir / "images" / "train2017" / f"{IMAGES[1]}.jpg")
+def test_stream_list_source(repo_root, real_images_dir, weights, model, tmp_path):
+    video = make_video(tmp_path / "cam.avi", real_images_dir / "images" / "train2017" / f"{IMAGES[1]}.jpg")
     streams = tmp_path / "streams.txt"
     streams.write_text(f"{video}\n")
     r = detect_cli(repo_root, *common_args(weights, tmp_path / "runs"), "--source", streams, "--save-txt",
@@ -218,8 +218,8 @@ def test_stream_list_source(repo_root, coco128_dir, weights, model, tmp_path):
     assert not list((tmp_path / "runs" / "exp").glob("*.mp4"))  # .txt stream lists are not saved (v6.0)
 
 
-def test_ensemble_pools_boxes_of_both_models(repo_root, coco128_dir, weights, model, tmp_path):
-    image = coco128_dir / "images" / "train2017" / f"{IMAGES[0]}.jpg"
+def test_ensemble_pools_boxes_of_both_models(repo_root, real_images_dir, weights, model, tmp_path):
+    image = real_images_dir / "images" / "train2017" / f"{IMAGES[0]}.jpg"
     r = detect_cli(repo_root, "--weights", weights, weights, "--imgsz", IMGSZ, "--conf-thres", CONF,
                    "--classes", *CLASSES, "--project", tmp_path, "--save-txt", "--save-conf", "--nosave",
                    "--source", image)
@@ -234,8 +234,8 @@ def test_ensemble_pools_boxes_of_both_models(repo_root, coco128_dir, weights, mo
 
 
 # ------------------------------------------------------------------------------------ bad input
-def test_missing_weights_is_a_one_line_error(repo_root, coco128_dir, tmp_path):
-    r = detect_cli(repo_root, "--weights", tmp_path / "nope.pt", "--source", coco128_dir / "images" / "train2017",
+def test_missing_weights_is_a_one_line_error(repo_root, real_images_dir, tmp_path):
+    r = detect_cli(repo_root, "--weights", tmp_path / "nope.pt", "--source", real_images_dir / "images" / "train2017",
                    "--project", tmp_path)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()

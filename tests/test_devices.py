@@ -515,7 +515,7 @@ def test_mlu_1x_ddp_rank_mapping(mlu, monkeypatch):
     assert barriers == [{}]  # device_ids is NCCL-only
 
 
-def test_validator_runs_nms_on_the_postprocess_device(repo_root, coco128_dir, tmp_path, monkeypatch):
+def test_validator_runs_nms_on_the_postprocess_device(repo_root, real_images_dir, tmp_path, monkeypatch):
     """The validator hands NMS predictions on `Device.postprocess_device` (CPU for MLU, above).
 
     No second real device exists here, so a CPU Device whose post-processing device is 'meta'
@@ -539,7 +539,7 @@ def test_validator_runs_nms_on_the_postprocess_device(repo_root, coco128_dir, tm
         raise Stop
     monkeypatch.setattr(validator, "non_max_suppression", recording_nms)
     listing = tmp_path / "images.txt"
-    images = sorted((coco128_dir / "images" / "train2017").glob("*.jpg"))[:2]
+    images = sorted((real_images_dir / "images" / "train2017").glob("*.jpg"))[:2]
     listing.write_text("".join(f"{p}\n" for p in images))
     loader, _ = create_dataloader(str(listing), 64, 2, 32, rect=True, pad=0.5, workers=0)
     torch.manual_seed(0)
@@ -552,7 +552,7 @@ def test_validator_runs_nms_on_the_postprocess_device(repo_root, coco128_dir, tm
     assert all(r[1] == torch.float32 and r[2][0] == 2 and r[2][2] == 85 for r in received)
 
 
-def test_checkpoints_load_on_cpu_then_move(fixtures_dir, monkeypatch):
+def test_checkpoints_load_on_cpu_then_move(upstream_checkpoint, monkeypatch):
     """Every checkpoint load maps to CPU first (the seed's change), then moves to the target."""
     from models.experimental import attempt_load
     from utils import checkpoint
@@ -564,9 +564,9 @@ def test_checkpoints_load_on_cpu_then_move(fixtures_dir, monkeypatch):
         asked.append(kwargs.get("map_location"))
         return real_load(*args, **kwargs)
     monkeypatch.setattr(torch, "load", recording_load)
-    ckpt = checkpoint.load_checkpoint(fixtures_dir / "yolov5n_upstream_ckpt.pt", map_location=torch.device("meta"))
+    ckpt = checkpoint.load_checkpoint(upstream_checkpoint, map_location=torch.device("meta"))
     assert next(ckpt["model"].parameters()).device == torch.device("meta")
-    model = attempt_load(fixtures_dir / "yolov5n_upstream_ckpt.pt", map_location=torch.device("meta"))
+    model = attempt_load(upstream_checkpoint, map_location=torch.device("meta"))
     assert {p.device for p in model.parameters()} == {torch.device("meta")}
     assert asked == ["cpu", "cpu"]
 
@@ -642,10 +642,8 @@ print(json.dumps(out))
 
 
 # --- real CUDA (runs only on a machine with a GPU) -------------------------------------------
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-@needs_cuda
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_real_cuda_amp_events_memory():
     dev = select_device("0", log=False)
     dev.set_current()

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+import models.yolo as yolo
 from utils.ema import EMA_ATTRIBUTES, ModelEMA
 from utils.parallel import de_parallel, is_parallel
 
@@ -126,7 +127,6 @@ def test_restore_from_fp16_module_converts_to_fp32():
 
 
 def test_yolov5n_ema_tracks_detect_anchors(repo_root):
-    yolo = pytest.importorskip("models.yolo")
     model = yolo.Model(str(repo_root / "yolov5" / "models" / "yolov5n.yaml"))
     ema = ModelEMA(model)
     with torch.no_grad():

@@ -59,10 +59,10 @@ def ours(repo_root, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def upstream(repo_root, fixtures_dir, tmp_path_factory):
+def upstream(repo_root, upstream_checkpoint, tmp_path_factory):
     """The upstream-format fixture checkpoint, exported at 160x160."""
     path = tmp_path_factory.mktemp("upstream") / "yolov5n.pt"
-    shutil.copyfile(fixtures_dir / "yolov5n_upstream_ckpt.pt", path)
+    shutil.copyfile(upstream_checkpoint, path)
     r = export_cli(repo_root, "--weights", path, "--img", 160)
     assert r.returncode == 0, r.stderr
     return path, r
@@ -154,9 +154,9 @@ def test_train_mode_onnx_has_the_raw_levels(ours, repo_root, tmp_path):
 @pytest.mark.parametrize("fmt, words", [("tflite", ["not supported", "ONNX", "MagicMind", "TensorRT"]),
                                         ("saved_model", ["not supported", "ONNX"]),
                                         ("bogus", ["unknown format", "torchscript, onnx"])])
-def test_unsupported_format_is_a_clear_error(fixtures_dir, repo_root, tmp_path, fmt, words):
+def test_unsupported_format_is_a_clear_error(upstream_checkpoint, repo_root, tmp_path, fmt, words):
     path = tmp_path / "m.pt"
-    shutil.copyfile(fixtures_dir / "yolov5n_upstream_ckpt.pt", path)
+    shutil.copyfile(upstream_checkpoint, path)
     r = export_cli(repo_root, "--weights", path, "--include", "onnx", fmt)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
@@ -165,11 +165,11 @@ def test_unsupported_format_is_a_clear_error(fixtures_dir, repo_root, tmp_path, 
     assert not path.with_suffix(".onnx").exists()  # nothing half-written
 
 
-def test_bad_inputs_exit_2(repo_root, fixtures_dir, tmp_path):
+def test_bad_inputs_exit_2(repo_root, upstream_checkpoint, tmp_path):
     r = export_cli(repo_root, "--weights", tmp_path / "missing.pt")
     assert r.returncode == 2 and "missing.pt: file not found" in r.stderr
     assert "Traceback" not in r.stderr
-    r = export_cli(repo_root, "--weights", fixtures_dir / "yolov5n_upstream_ckpt.pt", "--half", "--device", "cpu")
+    r = export_cli(repo_root, "--weights", upstream_checkpoint, "--half", "--device", "cpu")
     assert r.returncode == 2 and "--half" in r.stderr and "GPU" in r.stderr
 
 

@@ -26,8 +26,8 @@ def test_collection_skips_the_gpu_folder(repo_root):
     assert "run_gpu_checks" not in out.stdout
 
 
-def test_quick_cpu_rehearsal(repo_root, coco128_dir, tmp_path):
-    res = run(repo_root, ["--device", "cpu", "--quick", "--images", "16", "--data-dir", str(coco128_dir),
+def test_quick_cpu_rehearsal(repo_root, real_images_dir, tmp_path):
+    res = run(repo_root, ["--device", "cpu", "--quick", "--images", "16", "--data-dir", str(real_images_dir),
                           "--out", str(tmp_path)])
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     out = res.stdout
@@ -52,8 +52,8 @@ def test_quick_cpu_rehearsal(repo_root, coco128_dir, tmp_path):
     assert (tmp_path / "amp" / "opt.yaml").read_text().count("pyamp: true") == 1
 
 
-def test_failed_runs_exit_1_with_the_reason(repo_root, coco128_dir, tmp_path):
-    res = run(repo_root, ["--device", "cpu", "--quick", "--images", "16", "--data-dir", str(coco128_dir),
+def test_failed_runs_exit_1_with_the_reason(repo_root, real_images_dir, tmp_path):
+    res = run(repo_root, ["--device", "cpu", "--quick", "--images", "16", "--data-dir", str(real_images_dir),
                           "--out", str(tmp_path), "--timeout", "1"])
     assert res.returncode == 1
     assert "FAILED:\n- fp32: train.py ended with timeout" in res.stdout
@@ -66,8 +66,8 @@ def test_failed_runs_exit_1_with_the_reason(repo_root, coco128_dir, tmp_path):
     (["--device", "cpu", "--epochs", "1", "--images", "8", "--warmup", "1"], "1 iterations with 1 warm-up"),
     (["--device", "cpu", "--batch", "0"], "must be at least 1"),
 ])
-def test_bad_input_exits_2(repo_root, coco128_dir, tmp_path, args, message):
-    full = ["--data-dir", str(coco128_dir), "--out", str(tmp_path / "out"), *args]
+def test_bad_input_exits_2(repo_root, real_images_dir, tmp_path, args, message):
+    full = ["--data-dir", str(real_images_dir), "--out", str(tmp_path / "out"), *args]
     res = run(repo_root, full, timeout=120)
     assert res.returncode == 2, res.stdout + res.stderr
     assert message in res.stderr

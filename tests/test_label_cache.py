@@ -1,4 +1,4 @@
-"""Label verification and cache: coco128 counts, a corpus of bad inputs, cache reuse/invalidation."""
+"""Label verification and cache: counts on real COCO images, a corpus of bad inputs, cache reuse/invalidation."""
 import os
 import shutil
 from pathlib import Path
@@ -20,16 +20,16 @@ NON_UTF8 = os.fsdecode(b"caf\xe9_latin1")  # a file name that is not valid UTF-8
 pytestmark = pytest.mark.usefixtures("user_cache")  # caches stay in tmp_path
 
 
-def coco_jpeg(coco128_dir, name="000000000009.jpg") -> bytes:
-    return (coco128_dir / "images" / "train2017" / name).read_bytes()
+def coco_jpeg(real_images_dir, name="000000000009.jpg") -> bytes:
+    return (real_images_dir / "images" / "train2017" / name).read_bytes()
 
 
-def make_corpus(root: Path, coco128_dir: Path) -> Path:
+def make_corpus(root: Path, real_images_dir: Path) -> Path:
     """22 images with known outcomes; returns the images folder."""
     im_dir, lb_dir = root / "images" / "train", root / "labels" / "train"
     im_dir.mkdir(parents=True)
     lb_dir.mkdir(parents=True)
-    jpg = coco_jpeg(coco128_dir)
+    jpg = coco_jpeg(real_images_dir)
     ok_label = "0 0.5 0.5 0.2 0.3\n3 0.25 0.25 0.1 0.1\n"
 
     def add(stem, data, label=ok_label, suffix=".jpg"):
@@ -74,24 +74,36 @@ def make_corpus(root: Path, coco128_dir: Path) -> Path:
     return im_dir
 
 
-def test_coco128_counts(tmp_path, coco128_dir):
-    src = str(coco128_dir / "images" / "train2017")
+def test_real_image_counts(tmp_path, real_image_set):
+    root = tmp_path / "set"  # a writable copy: the cache goes beside the labels, as upstream puts it
+    shutil.copytree(real_image_set.root / "images", root / "images")
+    shutil.copytree(real_image_set.root / "labels", root / "labels")
+    for folder in (root / "labels", root / "labels" / "train2017"):
+        folder.chmod(0o755)  # copytree copied the source's read-only mode
+    src = str(root / "images" / "train2017")
     files = list_files(src)
     scan = scan_labels(src, files, [img2label_path(f) for f in files])
-    assert scan.summary("x").endswith("128 found, 0 missing, 2 empty, 0 corrupt")
-    assert len(scan.im_files) == 128 and sum(len(x) for x in scan.labels) == 929
-    assert sorted(Path(f).name for f, lb in zip(scan.im_files, scan.labels) if len(lb) == 0) == [
-        "000000000250.jpg", "000000000508.jpg"]
-    assert len({int(c) for lb in scan.labels for c in lb[:, 0]}) == 71
-    gray = scan.im_files.index(str(coco128_dir / "images" / "train2017" / "000000000086.jpg"))
-    assert read_image(scan.im_files[gray]).shape[2] == 3
-    # the shared folder is read-only: the cache went to the user cache folder
-    assert scan.cache_file.startswith(os.environ["YOLOV5_CACHE_DIR"])
-    assert not (coco128_dir / "labels" / "train2017.cache").exists()
+    n, empty = real_image_set.images, real_image_set.empty
+    assert scan.summary("x").endswith(f"{n} found, 0 missing, {len(empty)} empty, 0 corrupt")
+    assert len(scan.im_files) == n and sum(len(x) for x in scan.labels) == real_image_set.boxes
+    assert sorted(Path(f).name for f, lb in zip(scan.im_files, scan.labels) if len(lb) == 0) == empty
+    assert len({int(c) for lb in scan.labels for c in lb[:, 0]}) == real_image_set.classes
+    for name in real_image_set.gray:  # stored with one channel, read as three
+        assert cv2.imread(str(root / "images" / "train2017" / name), cv2.IMREAD_UNCHANGED).ndim == 2
+        assert read_image(str(root / "images" / "train2017" / name)).shape[2] == 3
+    assert scan.cache_file == str(root / "labels" / "train2017.cache") and Path(scan.cache_file).is_file()
 
 
-def test_bad_input_corpus(tmp_path, coco128_dir, caplog):
-    im_dir = make_corpus(tmp_path / "ds", coco128_dir)
+def test_in_repository_images_get_no_cache_written_beside_them(real_images_dir, user_cache):
+    src = str(real_images_dir / "images" / "train2017")
+    files = list_files(src)
+    scan = scan_labels(src, files, [img2label_path(f) for f in files])
+    assert scan.cache_file.startswith(str(user_cache))
+    assert not (real_images_dir / "labels" / "train2017.cache").exists()
+
+
+def test_bad_input_corpus(tmp_path, real_images_dir, caplog):
+    im_dir = make_corpus(tmp_path / "ds", real_images_dir)
     original_trailing = (im_dir / "a08_trailing_garbage.jpg").read_bytes()
     ds = LoadImagesAndLabels(str(im_dir), img_size=64, batch_size=4)
     scan = ds.scan
@@ -138,8 +150,8 @@ def test_bad_input_corpus(tmp_path, coco128_dir, caplog):
     assert ds.load_image(i)[1] == (40, 20)
 
 
-def test_class_id_out_of_range_names_file_and_line(tmp_path, coco128_dir):
-    im_dir = make_corpus(tmp_path / "ds", coco128_dir)
+def test_class_id_out_of_range_names_file_and_line(tmp_path, real_images_dir):
+    im_dir = make_corpus(tmp_path / "ds", real_images_dir)
     with pytest.raises(UserError) as e:
         LoadImagesAndLabels(str(im_dir), img_size=64, nc=80)
     assert f"{tmp_path / 'ds' / 'labels' / 'train' / 'a22_class_99.txt'}:2: class id 99" in str(e.value)
@@ -180,19 +192,19 @@ def scan_dir(im_dir):
     return scan_labels(str(im_dir), files, [img2label_path(f) for f in files])
 
 
-def small_dataset(root, coco128_dir, n=4):
+def small_dataset(root, real_images_dir, n=4):
     im_dir, lb_dir = root / "images" / "train", root / "labels" / "train"
     im_dir.mkdir(parents=True)
     lb_dir.mkdir(parents=True)
-    src = sorted((coco128_dir / "images" / "train2017").glob("*.jpg"))[:n]
+    src = sorted((real_images_dir / "images" / "train2017").glob("*.jpg"))[:n]
     for f in src:
         shutil.copy(f, im_dir / f.name)
-        shutil.copy(coco128_dir / "labels" / "train2017" / f"{f.stem}.txt", lb_dir / f"{f.stem}.txt")
+        shutil.copy(real_images_dir / "labels" / "train2017" / f"{f.stem}.txt", lb_dir / f"{f.stem}.txt")
     return im_dir, lb_dir
 
 
-def test_cache_reused_and_invalidated(tmp_path, coco128_dir, monkeypatch):
-    im_dir, lb_dir = small_dataset(tmp_path, coco128_dir)
+def test_cache_reused_and_invalidated(tmp_path, real_images_dir, monkeypatch):
+    im_dir, lb_dir = small_dataset(tmp_path, real_images_dir)
     calls = count_verify_calls(monkeypatch)
     first = scan_dir(im_dir)
     assert len(calls) == 4 and not first.from_cache
@@ -220,8 +232,8 @@ def test_cache_reused_and_invalidated(tmp_path, coco128_dir, monkeypatch):
     assert not scan_dir(im_dir).from_cache and len(calls) == 22
 
 
-def test_damaged_or_foreign_cache_is_rebuilt_not_executed(tmp_path, coco128_dir, monkeypatch):
-    im_dir, _ = small_dataset(tmp_path, coco128_dir, n=2)
+def test_damaged_or_foreign_cache_is_rebuilt_not_executed(tmp_path, real_images_dir, monkeypatch):
+    im_dir, _ = small_dataset(tmp_path, real_images_dir, n=2)
     calls = count_verify_calls(monkeypatch)
     cache = Path(scan_dir(im_dir).cache_file)
     cache.write_bytes(b"garbage")
@@ -232,8 +244,8 @@ def test_damaged_or_foreign_cache_is_rebuilt_not_executed(tmp_path, coco128_dir,
     assert not scan_dir(im_dir).from_cache and len(calls) == 6
 
 
-def test_read_only_label_folder_uses_user_cache(tmp_path, coco128_dir, user_cache):
-    im_dir, lb_dir = small_dataset(tmp_path, coco128_dir, n=2)
+def test_read_only_label_folder_uses_user_cache(tmp_path, real_images_dir, user_cache):
+    im_dir, lb_dir = small_dataset(tmp_path, real_images_dir, n=2)
     os.chmod(lb_dir.parent, 0o555)
     try:
         scan = scan_dir(im_dir)
@@ -243,8 +255,8 @@ def test_read_only_label_folder_uses_user_cache(tmp_path, coco128_dir, user_cach
         os.chmod(lb_dir.parent, 0o755)
 
 
-def test_txt_list_cache_beside_list(tmp_path, coco128_dir):
-    im_dir, _ = small_dataset(tmp_path, coco128_dir, n=3)
+def test_txt_list_cache_beside_list(tmp_path, real_images_dir):
+    im_dir, _ = small_dataset(tmp_path, real_images_dir, n=3)
     lst = tmp_path / "train.txt"
     lst.write_text("".join(f"./images/train/{f.name}\n" for f in sorted(im_dir.iterdir())[:2]))
     files = list_files(str(lst))

@@ -149,8 +149,8 @@ def test_image_weights_resample_indices(images, hyp):
     assert ds[0][2] == ds.img_files[idx[0]]
 
 
-def test_load_images_for_detect(tmp_path, coco128_dir):
-    src = coco128_dir / "images" / "train2017"
+def test_load_images_for_detect(tmp_path, real_images_dir):
+    src = real_images_dir / "images" / "train2017"
     for name in ("000000000009.jpg", "000000000025.jpg"):
         shutil.copy(src / name, tmp_path / name)
     video = tmp_path / "clip.avi"

@@ -1,7 +1,9 @@
-"""Metrics parity with upstream v6.0 and pycocotools (fixtures/metrics_case.json), plus coco128.
+"""Metrics parity with upstream v6.0 and pycocotools (metrics_case.json of each fixture set), plus real
+COCO ground truth scored as predictions.
 
-Upstream numbers: P 0.5583, R 0.5193, mAP50 0.4811, mAP50-95 0.1985 (v6.0 matching rule);
-pycocotools: mAP50-95 0.1482, mAP50 0.3973 on the same detections.
+The reference figures (in-repository set: P 0.4758, R 0.4527, mAP50 0.4193, mAP50-95 0.1812 under the v6.0
+matching rule; pycocotools mAP50 0.3500, mAP50-95 0.1416) are read from the set's MANIFEST.json, which the
+upstream run wrote independently of metrics_case.json.
 """
 import json
 import struct
@@ -72,7 +74,7 @@ def test_v60_matching_reproduces_upstream_correct_matrix(case):
     assert tp == case["upstream_v6_0"]["n_true_positive_per_iou"]
 
 
-def test_v60_matching_reproduces_upstream_map(case):
+def test_v60_matching_reproduces_upstream_map(case, fixture_manifest):
     up = case["upstream_v6_0"]
     stats, _ = _stats(case, per_threshold=False)
     s = summarize_stats(stats, nc=case["settings"]["nc"])
@@ -80,16 +82,19 @@ def test_v60_matching_reproduces_upstream_map(case):
     assert s.mr == pytest.approx(up["R"], abs=1e-9)
     assert s.map50 == pytest.approx(up["mAP50"], abs=1e-9)
     assert s.map == pytest.approx(up["mAP50_95"], abs=1e-9)
-    assert round(s.mp, 4) == 0.5583 and round(s.map, 4) == 0.1985
+    ref = fixture_manifest["metrics"]["upstream"]
+    assert (s.mp, s.mr, s.map50, s.map) == pytest.approx((ref["P"], ref["R"], ref["mAP50"], ref["mAP50_95"]),
+                                                         abs=1e-9)
     assert s.nt.tolist() == up["n_labels_per_class"]
-    assert s.ap_class.tolist() == [c["cls"] for c in up["per_class"]]  # class 5 (never labelled) ignored
+    unlabelled = case["settings"]["nc"] - 1  # only in predictions, never in labels: ignored
+    assert s.ap_class.tolist() == [c["cls"] for c in up["per_class"]] == list(range(unlabelled))
     for row, c in enumerate(up["per_class"]):
         assert s.p[row] == pytest.approx(c["P"], abs=1e-9)
         assert s.r[row] == pytest.approx(c["R"], abs=1e-9)
         assert s.f1[row] == pytest.approx(c["F1"], abs=1e-9)
         assert s.ap[row] == pytest.approx(c["AP50_95"], abs=1e-9)
     # maps: per-class AP@.5:.95, the overall mAP for the unlabelled class
-    assert s.maps[5] == pytest.approx(s.map)
+    assert s.maps[unlabelled] == pytest.approx(s.map)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -142,7 +147,7 @@ def test_per_threshold_matching_agrees_with_reference_and_upstream_at_050(case):
     assert all(a >= b for a, b in zip(tp, upstream_tp)) and tp != upstream_tp
 
     up = case["upstream_v6_0"]
-    s = summarize_stats(ours, nc=6)
+    s = summarize_stats(ours, nc=case["settings"]["nc"])
     assert s.map50 == pytest.approx(up["mAP50"], abs=1e-12)
     assert s.mp == pytest.approx(up["P"], abs=1e-12) and s.mr == pytest.approx(up["R"], abs=1e-12)
     assert s.map > up["mAP50_95"] + 1e-3
@@ -169,10 +174,11 @@ def test_per_threshold_matching_hand_case():
 # (c) COCO json export + pycocotools
 
 
-def test_coco_json_export_gives_pycocotools_ap(case, tmp_path):
+def test_coco_json_export_gives_pycocotools_ap(case, fixture_manifest, tmp_path):
     anno = tmp_path / "instances.json"
     anno.write_text(json.dumps(case["coco_gt_json"]))
-    writer = CocoPredictionWriter(class_map=[c + 1 for c in range(6)], image_ids=image_ids_from_annotations(anno))
+    nc = case["settings"]["nc"]
+    writer = CocoPredictionWriter(class_map=[c + 1 for c in range(nc)], image_ids=image_ids_from_annotations(anno))
     for im, det, _, _ in _per_image(case):
         writer.add(im["file_name"], det)  # file names are non-numeric: ids come from the annotations
     assert sorted(map(json.dumps, writer.records)) == sorted(map(json.dumps, case["coco_dt_json"]))
@@ -180,11 +186,12 @@ def test_coco_json_export_gives_pycocotools_ap(case, tmp_path):
     map50_95, map50 = evaluate_coco_json(anno, pred, backend="pycocotools")
     assert map50_95 == pytest.approx(case["pycocotools"]["mAP50_95"], abs=1e-12)
     assert map50 == pytest.approx(case["pycocotools"]["mAP50"], abs=1e-12)
-    assert (round(map50_95, 4), round(map50, 4)) == (0.1482, 0.3973)
+    ref = fixture_manifest["metrics"]["coco"]
+    assert (map50_95, map50) == pytest.approx((ref["mAP50_95"], ref["mAP50"]), abs=1e-12)
 
 
 # ----------------------------------------------------------------------------------------------
-# (d) coco128: ground truth as predictions
+# (d) real COCO images: ground truth as predictions
 
 
 def _jpeg_size(path):
@@ -201,12 +208,13 @@ def _jpeg_size(path):
 
 
 @pytest.fixture(scope="module")
-def coco128_truth(coco128_dir):
-    """{image path: (N, 5) [class, x1, y1, x2, y2] pixel labels} for all 128 images."""
+def coco128_truth(real_image_set):
+    """{image path: (N, 5) [class, x1, y1, x2, y2] pixel labels} for every image of the set."""
     truth = {}
-    for img in sorted((coco128_dir / "images" / "train2017").glob("*.jpg")):
+    root = real_image_set.root
+    for img in sorted((root / "images" / "train2017").glob("*.jpg")):
         w, h = _jpeg_size(img)
-        text = (coco128_dir / "labels" / "train2017" / f"{img.stem}.txt").read_text()
+        text = (root / "labels" / "train2017" / f"{img.stem}.txt").read_text()
         rows = np.array([line.split() for line in text.splitlines() if line.strip()], dtype=np.float64).reshape(-1, 5)
         labels = torch.from_numpy(rows).float()
         labels[:, 1:] = xywhn2xyxy(labels[:, 1:], w, h)
@@ -214,7 +222,7 @@ def coco128_truth(coco128_dir):
     return truth
 
 
-def test_coco128_ground_truth_scores_perfectly_in_our_metric(coco128_truth):
+def test_ground_truth_scores_perfectly_in_our_metric(coco128_truth, real_image_set):
     """Every prediction is a TP at every threshold and P = R = 1. AP is 0.995, not 1.0: upstream's
     compute_ap (which we reproduce for parity) ends the envelope at the (recall 1, precision 0)
     sentinel, so the last trapezoid of the 101-point rule, recall 0.99..1.00, averages 1 and 0.
@@ -226,24 +234,24 @@ def test_coco128_ground_truth_scores_perfectly_in_our_metric(coco128_truth):
         assert correct.all()
         stats.append((correct, det[:, 4], det[:, 5], labels[:, 0].tolist()))
     s = summarize_stats(stats, nc=80)
-    assert s.nt.sum() == 929 and len(s.ap_class) == 71
+    assert s.nt.sum() == real_image_set.boxes and len(s.ap_class) == real_image_set.classes
     assert s.mp == pytest.approx(1.0, abs=1e-12) and s.mr == pytest.approx(1.0, abs=1e-12)
     assert s.map50 == pytest.approx(0.995, abs=1e-12)
     assert s.map == pytest.approx(0.995, abs=1e-12)
     assert compute_ap(np.ones(3) / np.array([3, 1.5, 1]), np.ones(3))[0] == pytest.approx(0.995, abs=1e-12)
 
 
-def test_coco128_ground_truth_scores_one_in_pycocotools(coco128_dir, coco128_truth, tmp_path):
-    """The instances JSON has 939 annotations: the 929 labelled boxes plus 10 iscrowd=1 regions
+def test_ground_truth_scores_one_in_pycocotools(real_image_set, coco128_truth, tmp_path):
+    """The instances JSON has the labelled boxes plus the iscrowd=1 regions
     that the YOLO labels leave out. COCOeval treats crowd regions as "ignore" areas: they are not
     objects to find (no missed detections) and a detection that falls on one is neither TP nor FP.
     So our predictions (built from the labels, without crowds) score 1.0, and so would extra
     detections on the crowd regions. Our own metric has no crowd notion: the crowd regions are
     simply absent from its ground truth, which is why the labels must leave them out."""
-    anno = coco128_dir / "annotations" / "instances_train2017.json"
+    anno = real_image_set.root / "annotations" / "instances_train2017.json"
     data = json.loads(anno.read_text())
     crowd = [a for a in data["annotations"] if a["iscrowd"]]
-    assert len(data["annotations"]) == 939 and len(crowd) == 10
+    assert len(data["annotations"]) == real_image_set.annotations and len(crowd) == real_image_set.crowd
     per_image = defaultdict(int)
     for a in data["annotations"]:
         per_image[a["image_id"]] += not a["iscrowd"]

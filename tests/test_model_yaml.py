@@ -77,13 +77,13 @@ def test_suffix_and_url_are_rejected():
 
 # ---------------------------------------------------------------------------------------- bad yaml
 
-def test_weights_by_bare_name_come_from_the_prepare_folders(tmp_path, monkeypatch, fixtures_dir):
+def test_weights_by_bare_name_come_from_the_prepare_folders(tmp_path, monkeypatch, upstream_checkpoint):
     """--weights yolov5s.pt (v6.0's default, which v6.0 downloaded) is looked up where prepare.sh puts
     weights: $MODEL_ROOT, then <repo>/yolov5_model. Paths with another folder are never redirected."""
     from utils.model_files import find_weights
     root = tmp_path / "models_root"
     root.mkdir()
-    (root / "yolov5s.pt").write_bytes((fixtures_dir / "yolov5n_upstream_ckpt.pt").read_bytes())
+    (root / "yolov5s.pt").write_bytes(upstream_checkpoint.read_bytes())
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MODEL_ROOT", str(root))
     assert find_weights("") == ""
@@ -182,27 +182,37 @@ def test_anchor_order_check_in_pixel_space(n_cfg):
 
 # ---------------------------------------------------------------------------------------- inference
 
-def test_test_time_augmentation(fixtures_dir):
+def test_test_time_augmentation(fixtures_dir, upstream_state_dict):
     io = np.load(fixtures_dir / "yolov5n_io.npz")
     model = Model("yolov5n.yaml")
-    model.load_state_dict(torch.load(fixtures_dir / "yolov5n_state_dict.pt", weights_only=True))
+    model.load_state_dict(upstream_state_dict)
     model.eval()
-    x = torch.from_numpy(io["x"])  # 256 x 320
+    x = torch.from_numpy(io["x"])
+    h, w = x.shape[2:]
+
+    def rows(h, w, levels=(8, 16, 32)):
+        return sum(3 * (h // s) * (w // s) for s in levels)
+
+    def padded(n, ratio):
+        return math.ceil(n * ratio / 32) * 32
+
     with torch.no_grad():
         y_tta, second = model(x, augment=True)
         y = model(x)[0]
         # middle pass by hand: flip left-right, resize by 0.83, pad to multiples of 32 with 0.447
-        xs = F.interpolate(x.flip(3), size=(212, 265), mode="bilinear", align_corners=False)
-        xs = F.pad(xs, [0, 288 - 265, 0, 224 - 212], value=0.447)
+        hs, ws = int(h * 0.83), int(w * 0.83)
+        xs = F.interpolate(x.flip(3), size=(hs, ws), mode="bilinear", align_corners=False)
+        xs = F.pad(xs, [0, padded(w, 0.83) - ws, 0, padded(h, 0.83) - hs], value=0.447)
         y_mid = model(xs)[0]
     assert second is None
-    full = 5040 - 3 * 8 * 10  # full scale without P5 rows
-    mid = 3 * (28 * 36 + 14 * 18 + 7 * 9)
-    small = 3 * (12 * 14 + 6 * 7)  # 0.67 scale (192 x 224 padded) without P3 rows
+    full = rows(h, w, (8, 16))  # full scale without P5 rows
+    mid = rows(padded(h, 0.83), padded(w, 0.83))
+    small = rows(padded(h, 0.67), padded(w, 0.67), (16, 32))  # 0.67 scale without P3 rows
+    assert y.shape[1] == rows(h, w)
     assert y_tta.shape == (2, full + mid + small, 85)
     assert torch.equal(y_tta[:, :full], y[:, :full])
     y_mid[..., :4] /= 0.83
-    y_mid[..., 0] = 320 - y_mid[..., 0]
+    y_mid[..., 0] = w - y_mid[..., 0]
     assert torch.allclose(y_tta[:, full:full + mid], y_mid, atol=1e-4)
 
 
@@ -264,7 +274,6 @@ def test_every_layer_kind_builds_runs_and_fuses():
 
 
 def test_visualize_saves_one_picture_per_stage(tmp_path):
-    pytest.importorskip("cv2")
     model = Model("yolov5n.yaml").eval()
     with torch.no_grad():
         model(torch.rand(1, 3, 64, 64), visualize=tmp_path)

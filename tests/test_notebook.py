@@ -11,9 +11,10 @@ import json
 import re
 
 import cv2
+import nbclient
+import nbformat
+import onnx
 import pytest
-
-nbformat = pytest.importorskip("nbformat")
 
 NOTEBOOK = "pytorch_yolov5_train.ipynb"
 
@@ -90,9 +91,6 @@ def read_results(path):
 
 @pytest.mark.slow
 def test_notebook_runs_end_to_end_on_a_tiny_setting(repo_root, tmp_path, monkeypatch):
-    nbclient = pytest.importorskip("nbclient")
-    pytest.importorskip("ipykernel")
-    onnx = pytest.importorskip("onnx")
     from utils.checkpoint import load_checkpoint
 
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # kernel and its scripts: no oversubscribed threads

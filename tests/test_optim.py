@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+import models.yolo as yolo
 from utils.errors import UserError
 from utils.optim import (accumulate_steps, build_lr_lambda, build_optimizer, build_scheduler, linear, one_cycle,
                          scaled_weight_decay, split_parameters, warmup, warmup_iterations)
@@ -16,7 +17,6 @@ HYP = {"lr0": 0.01, "lrf": 0.1, "momentum": 0.937, "weight_decay": 0.0005, "warm
 
 @pytest.fixture(scope="module")
 def yolov5s(repo_root):
-    yolo = pytest.importorskip("models.yolo")
     return yolo.Model(str(repo_root / "yolov5" / "models" / "yolov5s.yaml"))
 
 

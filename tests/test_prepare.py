@@ -47,10 +47,10 @@ def _instances(full, names):
 
 
 @pytest.fixture(scope="module")
-def standins(coco128_dir, fixtures_dir, tmp_path_factory):
+def standins(real_images_dir, upstream_checkpoint, tmp_path_factory):
     """Server paths -> bytes, plus the names of the train/val images and a manifest file."""
-    images = sorted((coco128_dir / "images/train2017").iterdir())
-    full = json.loads((coco128_dir / "annotations/instances_train2017.json").read_text())
+    images = sorted((real_images_dir / "images/train2017").iterdir())
+    full = json.loads((real_images_dir / "annotations/instances_train2017.json").read_text())
     crowd = {a["image_id"] for a in full["annotations"] if a["iscrowd"]}
     by_name = {im["file_name"]: im["id"] for im in full["images"]}
     # train: an image with a crowd region, the box-less 000000000250.jpg, and the first others
@@ -59,7 +59,7 @@ def standins(coco128_dir, fixtures_dir, tmp_path_factory):
     val = [p.name for p in images if p.name not in train][:VAL]
     assert len(train) == TRAIN and len(val) == VAL
     img = {p.name: p.read_bytes() for p in images if p.name in train + val}
-    labels = {n: (coco128_dir / "labels/train2017" / n).with_suffix(".txt").read_bytes() for n in train + val}
+    labels = {n: (real_images_dir / "labels/train2017" / n).with_suffix(".txt").read_bytes() for n in train + val}
     ann = {s: json.dumps(_instances(full, names)).encode() for s, names in (("train2017", train), ("val2017", val))}
     files = {
         "/coco/annotations/annotations_trainval2017.zip": _zip(
@@ -76,7 +76,7 @@ def standins(coco128_dir, fixtures_dir, tmp_path_factory):
         "/gh/v1.0/coco128.zip": _zip({
             **{f"coco128/images/train2017/{n}": img[n] for n in train},
             **{f"coco128/labels/train2017/{n[:-4]}.txt": labels[n] for n in train}}),
-        "/gh/v6.0/yolov5n.pt": (fixtures_dir / "yolov5n_upstream_ckpt.pt").read_bytes(),
+        "/gh/v6.0/yolov5n.pt": (upstream_checkpoint).read_bytes(),
     }
     files["/gh/v6.0/yolov5s.pt"] = files["/gh/v6.0/yolov5n.pt"]
     manifest = tmp_path_factory.mktemp("manifest") / "manifest.txt"
@@ -118,18 +118,18 @@ def rows(path):
     return np.array([[float(v) for v in line.split()] for line in path.read_text().splitlines()]).reshape(-1, 5)
 
 
-def assert_labels_match(label_dir, names, coco128_dir):
+def assert_labels_match(label_dir, names, real_images_dir):
     """Label files equal the reference YOLO labels of ../shared coco128 (to the printed precision)."""
     assert sorted(p.name for p in label_dir.iterdir()) == sorted(n[:-4] + ".txt" for n in names)
     for n in names:
         got = rows(label_dir / (n[:-4] + ".txt"))
-        ref = rows(coco128_dir / "labels/train2017" / (n[:-4] + ".txt"))
+        ref = rows(real_images_dir / "labels/train2017" / (n[:-4] + ".txt"))
         assert got.shape == ref.shape, n
         np.testing.assert_allclose(got[np.lexsort(got.T[::-1])], ref[np.lexsort(ref.T[::-1])], atol=2e-6)
 
 
 def test_interrupted_download_resumes_then_layout_labels_weights_and_noop(
-        repo_root, tmp_path, server, standins, coco128_dir):
+        repo_root, tmp_path, server, standins, real_images_dir):
     coco, train_zip = tmp_path / "data/coco", standins["files"]["/coco/zips/train2017.zip"]
     half = len(train_zip) // 2
     server.drop["/coco/zips/train2017.zip"] = [half]
@@ -150,7 +150,7 @@ def test_interrupted_download_resumes_then_layout_labels_weights_and_noop(
     for split, names in (("train2017", standins["train"]), ("val2017", standins["val"])):
         assert sorted(p.name for p in (coco / "images" / split).iterdir()) == sorted(names)
         assert (coco / f"{split}.txt").read_text() == "".join(f"./images/{split}/{n}\n" for n in sorted(names))
-        assert_labels_match(coco / "labels" / split, names, coco128_dir)
+        assert_labels_match(coco / "labels" / split, names, real_images_dir)
     assert (coco / "labels/train2017/000000000250.txt").read_text() == ""  # no boxes: empty label file
     assert sorted(p.name for p in (coco / "annotations").iterdir()) == ["instances_train2017.json",
                                                                         "instances_val2017.json"]
@@ -255,14 +255,14 @@ def test_dry_run_changes_nothing(repo_root, tmp_path, server, standins):
     assert "999 B already downloaded" in out.text and "nothing was changed" in out.text
 
 
-def test_coco128_from_local_folder(repo_root, tmp_path, standins, coco128_dir):
+def test_coco128_from_local_folder(repo_root, tmp_path, standins, real_images_dir):
     out = prepare(repo_root, tmp_path, "http://127.0.0.1:9", standins, "--only", "coco128",
-                  "--coco128-dir", str(coco128_dir))
+                  "--coco128-dir", str(real_images_dir))
     assert out.returncode == 0, out.text
     dest = tmp_path / "data/coco128"
-    assert len(list((dest / "images/train2017").iterdir())) == 128
+    assert len(list((dest / "images/train2017").iterdir())) == 16
     assert (dest / "labels/train2017/000000000009.txt").read_bytes() == \
-        (coco128_dir / "labels/train2017/000000000009.txt").read_bytes()
+        (real_images_dir / "labels/train2017/000000000009.txt").read_bytes()
     assert os.access(dest / "images/train2017", os.W_OK)
     from utils.data_config import load_data_config
     assert load_data_config(str(dest / "coco128.yaml"))["train"] == str(dest / "images/train2017")

@@ -1,6 +1,7 @@
 """utils/results_log: results.csv in v6.0's exact fixed-width format, reading it back, results.png."""
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from utils.errors import UserError
@@ -34,7 +35,6 @@ def test_header_and_row_exact_v6_format(tmp_path):
 
 
 def test_accepts_tensors_and_numpy_scalars(tmp_path):
-    torch = pytest.importorskip("torch")
     values = [torch.tensor(0.1), np.float32(0.051234567)] + VALUES[2:]
     assert format_row(np.int64(0), values) == V6_ROW0
 

@@ -13,14 +13,14 @@ from train_helpers import COCO_NAMES, YOLO_DIR, cli_env, make_data_yaml, train_a
 from utils.checkpoint import load_checkpoint
 
 
-def _bad_label_data(tmp_path, coco128_dir):
+def _bad_label_data(tmp_path, real_images_dir):
     """A copy of 4 coco128 images whose second label file has class 85 on line 2 (nc is 80)."""
     images, labels = tmp_path / "bad" / "images", tmp_path / "bad" / "labels"
     images.mkdir(parents=True)
     labels.mkdir(parents=True)
-    for i, src in enumerate(sorted((coco128_dir / "images" / "train2017").glob("*.jpg"))[:4]):
+    for i, src in enumerate(sorted((real_images_dir / "images" / "train2017").glob("*.jpg"))[:4]):
         shutil.copy(src, images / src.name)
-        rows = (coco128_dir / "labels" / "train2017" / f"{src.stem}.txt").read_text().splitlines()
+        rows = (real_images_dir / "labels" / "train2017" / f"{src.stem}.txt").read_text().splitlines()
         if i == 1:
             rows.insert(1, "85 " + rows[0].split(" ", 1)[1])
             bad = labels / f"{src.stem}.txt"
@@ -30,9 +30,9 @@ def _bad_label_data(tmp_path, coco128_dir):
     return data, bad
 
 
-def test_bad_options_give_one_line_and_exit_2(tmp_path, coco128_dir):
-    data = make_data_yaml(tmp_path, coco128_dir, n=4)
-    bad_data, bad_label = _bad_label_data(tmp_path, coco128_dir)
+def test_bad_options_give_one_line_and_exit_2(tmp_path, real_images_dir):
+    data = make_data_yaml(tmp_path, real_images_dir, n=4)
+    bad_data, bad_label = _bad_label_data(tmp_path, real_images_dir)
     empty = tmp_path / "empty"
     empty.mkdir()
     base = ["--img", "64", "--batch", "2", "--epochs", "1", "--workers", "0", "--project", str(tmp_path / "runs")]
@@ -76,10 +76,10 @@ def _sigterm_after(proc, marker, timeout=120):
     return proc.returncode, "".join(seen) + rest
 
 
-def test_sigterm_saves_resumable_last_and_resume_finishes(tmp_path, coco128_dir):
+def test_sigterm_saves_resumable_last_and_resume_finishes(tmp_path, real_images_dir):
     """SIGTERM in the first epoch -> exit 143 with a resumable last.pt; resume, SIGTERM again; resume to
     the end; a further --resume says the run is finished (exit 2)."""
-    data = make_data_yaml(tmp_path, coco128_dir, n=16)
+    data = make_data_yaml(tmp_path, real_images_dir, n=16)
     last = tmp_path / "sig" / "weights" / "last.pt"
     code, out = _sigterm_after(_start(train_args(data, tmp_path, "sig", 64, 2, 1, "--noautoanchor")),
                                "Starting training")
@@ -108,10 +108,10 @@ def test_sigterm_saves_resumable_last_and_resume_finishes(tmp_path, coco128_dir)
     assert load_checkpoint(last)["epoch"] == -1  # untouched
 
 
-def test_benchmark_log_and_log_friendly_progress(tmp_path, coco128_dir):
+def test_benchmark_log_and_log_friendly_progress(tmp_path, real_images_dir):
     """BENCHMARK_LOG: one JSON line with the configs.json fields; throughput = bs * cards / batch time.
     Output to a pipe: the batch bar is drawn about twice per epoch, not once per iteration."""
-    data = make_data_yaml(tmp_path, coco128_dir, n=16)
+    data = make_data_yaml(tmp_path, real_images_dir, n=16)
     log = tmp_path / "log.json"
     run = train_cli(train_args(data, tmp_path, "bench", 64, 2, 5, "--iters", "12", "--skip", "--noautoanchor"),
                     env=cli_env(BENCHMARK_LOG=log, MLU_ADAPTIVE_STRATEGY_COUNT=2))
@@ -140,13 +140,13 @@ def test_benchmark_log_and_log_friendly_progress(tmp_path, coco128_dir):
     assert re.search(r"^hyperparameters: lr0=0.01, lrf=0.1, momentum=0.937, ", run.stdout, re.M)
 
 
-def test_default_weights_come_from_model_root(tmp_path, coco128_dir, fixtures_dir):
+def test_default_weights_come_from_model_root(tmp_path, real_images_dir, upstream_checkpoint):
     """No --weights: v6.0's default yolov5s.pt, found where prepare.sh put it ($MODEL_ROOT), not downloaded.
     (The stand-in is the upstream yolov5n checkpoint saved under that name.)"""
     root = tmp_path / "weights_root"
     root.mkdir()
-    shutil.copy(fixtures_dir / "yolov5n_upstream_ckpt.pt", root / "yolov5s.pt")
-    data = make_data_yaml(tmp_path, coco128_dir, n=4)
+    shutil.copy(upstream_checkpoint, root / "yolov5s.pt")
+    data = make_data_yaml(tmp_path, real_images_dir, n=4)
     args = ["--data", data, "--img", 64, "--batch-size", 2, "--epochs", 1, "--device", "cpu", "--workers", 0,
             "--project", tmp_path, "--name", "default", "--iters", 1, "--skip", "--noautoanchor"]
     run = train_cli(args, env=cli_env(MODEL_ROOT=root))

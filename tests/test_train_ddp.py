@@ -39,8 +39,8 @@ WRAPPER = textwrap.dedent("""
 """)
 
 
-def test_two_rank_gloo_training(tmp_path, coco128_dir):
-    data = make_data_yaml(tmp_path, coco128_dir, n=16)
+def test_two_rank_gloo_training(tmp_path, real_images_dir):
+    data = make_data_yaml(tmp_path, real_images_dir, n=16)
     script = tmp_path / "ddp_train.py"
     script.write_text(WRAPPER.format(yolo_dir=str(YOLO_DIR), out_dir=str(tmp_path)))
     args = train_args(data, tmp_path / "runs", "ddp", 64, 8, 3, "--iters", "3", "--noautoanchor")

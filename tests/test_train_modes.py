@@ -26,8 +26,8 @@ def _record_batches():
     return callbacks, batches
 
 
-def test_iters_stops_exactly_and_skip_writes_no_checkpoint_nor_validates(tmp_path, coco128_dir):
-    data = make_data_yaml(tmp_path, coco128_dir, n=8)
+def test_iters_stops_exactly_and_skip_writes_no_checkpoint_nor_validates(tmp_path, real_images_dir):
+    data = make_data_yaml(tmp_path, real_images_dir, n=8)
     callbacks, batches = _record_batches()
     results = train_in_process(train_args(data, tmp_path, "it", 64, 4, 5, "--iters", "3", "--skip",
                                           "--noautoanchor"), callbacks)
@@ -41,8 +41,8 @@ def test_iters_stops_exactly_and_skip_writes_no_checkpoint_nor_validates(tmp_pat
     assert results is None or tuple(results) == (0, 0, 0, 0, 0, 0, 0)
 
 
-def test_evolve_two_generations_and_bucket_warning(tmp_path, coco128_dir, capsys):
-    data = make_data_yaml(tmp_path, coco128_dir, n=8)
+def test_evolve_two_generations_and_bucket_warning(tmp_path, real_images_dir, capsys):
+    data = make_data_yaml(tmp_path, real_images_dir, n=8)
     train_in_process(train_args(data, tmp_path, "evo", 64, 4, 1, "--evolve", "2", "--noautoanchor", "--seed", "1",
                                 "--bucket", "my-bucket"))
     out = capsys.readouterr().out
@@ -61,8 +61,8 @@ def test_evolve_two_generations_and_bucket_warning(tmp_path, coco128_dir, capsys
     assert not list(run.rglob("*.pt"))  # evolving saves no checkpoints
 
 
-def test_rect_quad_cache_adam_linear_lr_label_smoothing(tmp_path, coco128_dir, capsys):
-    data = make_data_yaml(tmp_path, coco128_dir, n=8)
+def test_rect_quad_cache_adam_linear_lr_label_smoothing(tmp_path, real_images_dir, capsys):
+    data = make_data_yaml(tmp_path, real_images_dir, n=8)
     callbacks, batches = _record_batches()
     kept = tmp_path / "kept.pt"
     callbacks.register_action("on_model_save", "keep", lambda last, *a: shutil.copy(last, kept))
@@ -80,8 +80,8 @@ def test_rect_quad_cache_adam_linear_lr_label_smoothing(tmp_path, coco128_dir, c
     assert lr[1] > 0  # logged learning rates of the Adam groups
 
 
-def test_image_weights_and_multi_scale(tmp_path, coco128_dir):
-    data = make_data_yaml(tmp_path, coco128_dir, n=8)
+def test_image_weights_and_multi_scale(tmp_path, real_images_dir):
+    data = make_data_yaml(tmp_path, real_images_dir, n=8)
     callbacks, batches = _record_batches()
     train_in_process(train_args(data, tmp_path, "y", 128, 2, 2, "--image-weights", "--multi-scale", "--iters", "8",
                                 "--skip", "--noautoanchor", "--seed", "5"), callbacks)

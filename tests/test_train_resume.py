@@ -54,10 +54,10 @@ def _assert_same_state(a, b):
     assert a["best_fitness"] == b["best_fitness"] and sa["stopper"] == sb["stopper"]
 
 
-def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, coco128_dir, fast_schedule, capsys):
+def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, real_images_dir, fast_schedule, capsys):
     """3 epochs straight vs SIGINT at the end of epoch 1 + --resume: identical weights, EMA, optimizer,
     and identical results.csv rows (so data order and augmentation matched too)."""
-    data = make_data_yaml(tmp_path, coco128_dir, n=8)  # 2 full batches per epoch
+    data = make_data_yaml(tmp_path, real_images_dir, n=8)  # 2 full batches per epoch
     args = ("--noautoanchor", "--seed", "3")
     train_in_process(train_args(data, tmp_path, "straight", 64, 4, 3, *args),
                      _keep_unstripped_last(tmp_path / "straight_last.pt", at_epoch=2))
@@ -98,9 +98,9 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, coco128_dir,
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_callback_stop_is_resumable_and_exits_zero(tmp_path, coco128_dir, capsys):
+def test_callback_stop_is_resumable_and_exits_zero(tmp_path, real_images_dir, capsys):
     """callbacks.stop_training = True: same clean stop as a signal, but a normal return (exit 0)."""
-    data = make_data_yaml(tmp_path, coco128_dir, n=8)
+    data = make_data_yaml(tmp_path, real_images_dir, n=8)
     callbacks = Callbacks()
 
     def stop_after_first_batch(ni, *args):
@@ -138,9 +138,9 @@ class NanOnCall:
 trainer_module_compute_loss = trainer_module.ComputeLoss
 
 
-def test_non_finite_loss_stops_with_epoch_iteration_and_keeps_last_checkpoint(tmp_path, coco128_dir, monkeypatch,
+def test_non_finite_loss_stops_with_epoch_iteration_and_keeps_last_checkpoint(tmp_path, real_images_dir, monkeypatch,
                                                                                capsys):
-    data = make_data_yaml(tmp_path, coco128_dir, n=8)
+    data = make_data_yaml(tmp_path, real_images_dir, n=8)
     monkeypatch.setattr(trainer_module, "ComputeLoss", NanOnCall(4))  # epoch 1, second batch
     with pytest.raises(SystemExit) as failed:
         train_in_process(train_args(data, tmp_path, "nan", 64, 4, 3, "--noautoanchor", "--noval"))

@@ -28,10 +28,10 @@ def _image_ok(path):
     return im is not None and im.shape[0] > 10 and im.shape[1] > 10
 
 
-def test_full_run_writes_every_file(tmp_path, coco128_dir, capsys):
+def test_full_run_writes_every_file(tmp_path, real_images_dir, capsys):
     """From scratch, 2 epochs, single class (so the untrained model already has correct boxes and the
     PR/F1 curves exist): checkpoints, yaml files, results.csv/png, plots, validator plots, TensorBoard."""
-    data = make_data_yaml(tmp_path, coco128_dir, n=8)
+    data = make_data_yaml(tmp_path, real_images_dir, n=8)
     results = train_in_process(train_args(data, tmp_path, "full", 128, 4, 2, "--single-cls"))
     out = capsys.readouterr()
     run = tmp_path / "full"
@@ -87,18 +87,18 @@ def test_full_run_writes_every_file(tmp_path, coco128_dir, capsys):
         np.testing.assert_allclose([s.value for s in scalars], values[:, col], rtol=1e-4, atol=1e-7)
 
 
-def _ckpt_with_shifted_anchors(tmp_path, fixtures_dir):
+def _ckpt_with_shifted_anchors(tmp_path, upstream_checkpoint):
     """The upstream-format fixture with its anchors changed, so 'anchors excluded' is visible."""
     from utils.checkpoint import save_checkpoint
-    ckpt = load_checkpoint(fixtures_dir / "yolov5n_upstream_ckpt.pt")
+    ckpt = load_checkpoint(upstream_checkpoint)
     ckpt["model"].model[-1].anchors.mul_(1.5)
     return save_checkpoint(ckpt, tmp_path / "shifted.pt"), ckpt
 
 
-def test_pretrained_transfer_matches_checkpoint(tmp_path, fixtures_dir):
+def test_pretrained_transfer_matches_checkpoint(tmp_path, upstream_checkpoint):
     """compat-v6.md 3.3: keys with equal name and shape copied; anchors excluded when --cfg is given."""
     from utils.train_setup import build_model, load_hyp
-    weights, ckpt = _ckpt_with_shifted_anchors(tmp_path, fixtures_dir)
+    weights, ckpt = _ckpt_with_shifted_anchors(tmp_path, upstream_checkpoint)
     source = {k: v.float() for k, v in ckpt["model"].state_dict().items()}
     hyp = load_hyp("hyp.scratch.yaml")
 
@@ -114,11 +114,11 @@ def test_pretrained_transfer_matches_checkpoint(tmp_path, fixtures_dir):
     assert torch.equal(model.state_dict()["model.24.anchors"], source["model.24.anchors"])
 
 
-def test_pretrained_run_freeze_and_transfer_message(tmp_path, coco128_dir, fixtures_dir, capsys):
+def test_pretrained_run_freeze_and_transfer_message(tmp_path, real_images_dir, upstream_checkpoint, capsys):
     """--weights upstream checkpoint with another nc: 'Transferred 342/349', and --freeze 10 keeps
     model.0-9 exactly at the checkpoint's values while later layers train."""
-    data = make_data_yaml(tmp_path, coco128_dir, n=8)
-    weights = fixtures_dir / "yolov5n_upstream_ckpt.pt"
+    data = make_data_yaml(tmp_path, real_images_dir, n=8)
+    weights = upstream_checkpoint
     seen = {}
     callbacks = Callbacks()
     callbacks.register_action("on_train_batch_end", "keep", lambda ni, model, *a: seen.update(model=model, ni=ni))

@@ -17,10 +17,10 @@ YOLO_DIR = REPO_ROOT / "yolov5"
 COCO_NAMES = yaml.safe_load((YOLO_DIR / "data" / "coco128.yaml").read_text())["names"]
 
 
-def make_data_yaml(tmp_path, coco128_dir, n=8, name="data", start=0):
-    """A data yaml over the first `n` coco128 images (train = val), listed in a txt file in tmp_path."""
-    images = sorted((Path(coco128_dir) / "images" / "train2017").glob("*.jpg"))[start:start + n]
-    assert len(images) == n, f"coco128 has only {len(images)} images from index {start}"
+def make_data_yaml(tmp_path, real_images_dir, n=8, name="data", start=0):
+    """A data yaml over the first `n` real images (tests/data/coco16) (train = val), listed in a txt file in tmp_path."""
+    images = sorted((Path(real_images_dir) / "images" / "train2017").glob("*.jpg"))[start:start + n]
+    assert len(images) == n, f"the real image set has only {len(images)} images from index {start}"
     listing = Path(tmp_path) / f"{name}.txt"
     listing.write_text("".join(f"{p}\n" for p in images))
     data = Path(tmp_path) / f"{name}.yaml"
