@@ -3,7 +3,9 @@
 Format (upstream v6.0 train.py plus v6.1's `date`): a dict with `epoch`, `best_fitness`, `model`,
 `ema`, `updates`, `optimizer`, `wandb_id`, `date`, where `model`/`ema` are whole pickled fp16
 `models.yolo.Model` objects. Our package root is yolov5/, so our classes pickle under the same
-paths as upstream's and files load both ways.
+paths as upstream's and files load both ways. Our trainer adds `opt` (as v6.2), `train_imgsz` (the
+training image size, utils/train_imgsz.py) and, in last.pt, `resume_state` (utils/train_state.py);
+upstream's loaders ignore extra keys.
 
 Loading never runs code from the file: torch.load gets the allow-list unpickler from
 utils.safe_pickle. Everything is mapped to CPU first; callers move the model to their device.
@@ -309,7 +311,8 @@ def strip_optimizer(path, out=None):
 
     The EMA replaces the model when present; optimizer, best_fitness, wandb_id, ema and updates
     become None; epoch -1; fp16 weights with requires_grad off; keys that are neither upstream's nor
-    the training image size are dropped. Written atomically to `out` (or in place). Returns the written file's size in MB.
+    the training image size are dropped. Written atomically to `out` (or in place). Returns the
+    written file's size in MB.
     """
     ckpt = load_checkpoint(path)
     if not isinstance(ckpt, dict) or "model" not in ckpt:

@@ -1,8 +1,8 @@
 """The image size a model was trained at, kept in its checkpoint, as the default size for val and detect.
 
-Weights trained at 192 px score far worse at 640 px (objects are 3x larger than anything seen in
+Weights trained at 192 px score far worse at 640 px (objects appear about three times larger than in
 training), so val.py and detect.py without --img use the training size stored in the checkpoint under
-TRAIN_IMGSZ_KEY. An explicit size always wins. Checkpoints without the key (upstream releases, older
+TRAIN_IMGSZ_KEY (written by the trainer, kept by strip_optimizer). An explicit size always wins. Checkpoints without the key (upstream releases, older
 runs) keep the upstream default of 640. The key is one extra int; upstream tools ignore it.
 """
 TRAIN_IMGSZ_KEY = "train_imgsz"
