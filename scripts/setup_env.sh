@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Create (or reuse) the project's virtual environment and install what the code needs.
 #
-#   bash scripts/setup_env.sh          runtime dependencies
-#   bash scripts/setup_env.sh --dev    runtime + test dependencies
+#   bash scripts/setup_env.sh             runtime dependencies
+#   bash scripts/setup_env.sh --dev       runtime + test dependencies
+#   bash scripts/setup_env.sh --notebook  runtime + Jupyter Notebook, to open pytorch_yolov5_train.ipynb
+#                                         (flags combine: --dev --notebook)
 #
 # Environment: PYTHON (interpreter to build the venv from, default python3), VENV (default
 # <repo>/.venv), TORCH_SPEC (default "torch==2.14.1 torchvision==0.29.1", used only when no
@@ -16,7 +18,14 @@ python="${PYTHON:-python3}"
 venv="${VENV:-$root/.venv}"
 torch_spec="${TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}"
 want_dev=0
-[ "${1:-}" = "--dev" ] && want_dev=1
+want_notebook=0
+for arg in "$@"; do
+  case "$arg" in
+    --dev) want_dev=1 ;;
+    --notebook) want_notebook=1 ;;
+    *) printf '[setup] unknown option %s (use --dev and/or --notebook)\n' "$arg" >&2; exit 2 ;;
+  esac
+done
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -40,8 +49,10 @@ fi
 # Re-run pip only when the requirement files changed since the last successful install.
 reqs=("$root/requirements_mlu.txt")
 if [ "$want_dev" = 1 ]; then reqs+=("$root/requirements-dev.txt" "$root/requirements-export.txt"); fi
+if [ "$want_notebook" = 1 ]; then reqs+=("$root/requirements-notebook.txt"); fi
 suffix=""
 if [ "$want_dev" = 1 ]; then suffix="-dev"; fi
+if [ "$want_notebook" = 1 ]; then suffix="$suffix-notebook"; fi
 stamp="$venv/.requirements${suffix}.sha256"  # one per mode, so the modes don't undo each other
 digest="$(cat "${reqs[@]}" | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || ! grep -qx "$digest" "$stamp"; then

@@ -27,8 +27,9 @@ def parse_opt(argv=None):
                    help="model.pt path(s); several make an ensemble")
     p.add_argument("--source", type=str, default=str(YOLO_ROOT / "data/images"),
                    help="file, folder, glob, video, webcam index (0), stream URL or .txt list of streams")
-    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640],
-                   help="inference size h,w (one value: square)")
+    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=None,
+                   help="inference size h,w (one value: square); default: the size the weights were trained "
+                        "at, else 640")
     p.add_argument("--conf-thres", type=float, default=0.25, help="confidence threshold")
     p.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold")
     p.add_argument("--max-det", type=int, default=1000, help="maximum detections per image")
@@ -46,15 +47,20 @@ def parse_opt(argv=None):
     p.add_argument("--project", default=str(YOLO_ROOT / "runs" / "detect"), help="save results to project/name")
     p.add_argument("--name", default="exp", help="save results to project/name")
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
-    p.add_argument("--line-thickness", default=3, type=int, help="bounding box thickness (pixels)")
+    p.add_argument("--line-thickness", default=None, type=int,
+                   help="bounding box thickness (pixels); default: scales with the image, at least 2")
     p.add_argument("--hide-labels", default=False, action="store_true", help="hide labels")
     p.add_argument("--hide-conf", default=False, action="store_true", help="hide confidences")
     p.add_argument("--half", action="store_true", help="use FP16 half-precision inference (GPU/MLU only)")
     opt = p.parse_args(argv)
-    if len(opt.imgsz) == 1:
+    if opt.imgsz is None:
+        pass  # chosen once the weights are loaded
+    elif len(opt.imgsz) == 1:
         opt.imgsz = opt.imgsz * 2
     elif len(opt.imgsz) != 2:
         p.error(f"--imgsz takes one value (square) or two (height width), got {len(opt.imgsz)}")
+    if opt.line_thickness is not None and opt.line_thickness < 1:
+        p.error(f"--line-thickness {opt.line_thickness}: must be at least 1 (pixels)")
     return opt
 
 

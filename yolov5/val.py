@@ -26,7 +26,8 @@ def parse_opt(argv=None):
     p.add_argument("--data", type=str, default="data/coco128.yaml", help="dataset.yaml path or name")
     p.add_argument("--weights", nargs="+", type=str, default="yolov5s.pt", help="model.pt path(s)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size")
-    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (pixels)")
+    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=None,
+                   help="inference size (pixels); default: the size the weights were trained at, else 640")
     p.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold")
     p.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
     p.add_argument("--task", default="val", help="train, val, test, speed or study")

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from utils.checkpoint import load_checkpoint, model_from_checkpoint
+from utils.train_imgsz import common_train_imgsz, stored_train_imgsz
 
 LOGGER = logging.getLogger("yolov5")
 
@@ -41,11 +42,15 @@ def attempt_load(weights, map_location=None, inplace=True, fuse=True, cfg=None):
     eval mode. A list gives an Ensemble whose `names` come from the last member and `stride` from
     the member with the largest stride. `map_location` (None = CPU) is where the result is moved
     after loading on CPU. `cfg` (model yaml) is needed only for files holding a plain state_dict.
+    The result's `train_imgsz` is the training image size stored in the file(s) (None if absent or,
+    for an Ensemble, if the members disagree).
     """
     paths = weights if isinstance(weights, (list, tuple)) else [weights]
     models = Ensemble()
     for w in paths:
-        model = model_from_checkpoint(load_checkpoint(w), cfg=cfg, source=str(w))
+        ckpt = load_checkpoint(w)
+        model = model_from_checkpoint(ckpt, cfg=cfg, source=str(w))
+        model.train_imgsz = stored_train_imgsz(ckpt)
         if fuse and hasattr(model, "fuse"):
             model = model.fuse()
         models.append(model.eval())
@@ -58,6 +63,7 @@ def attempt_load(weights, map_location=None, inplace=True, fuse=True, cfg=None):
         return models[-1]
     LOGGER.info(f"Ensemble created with {[str(Path(w)) for w in paths]}")
     models.names = getattr(models[-1], "names", None)
+    models.train_imgsz = common_train_imgsz(models)
     largest = int(torch.argmax(torch.tensor([float(m.stride.max()) for m in models])))
     models.stride = models[largest].stride
     return models

@@ -3,7 +3,9 @@
 Format (upstream v6.0 train.py plus v6.1's `date`): a dict with `epoch`, `best_fitness`, `model`,
 `ema`, `updates`, `optimizer`, `wandb_id`, `date`, where `model`/`ema` are whole pickled fp16
 `models.yolo.Model` objects. Our package root is yolov5/, so our classes pickle under the same
-paths as upstream's and files load both ways.
+paths as upstream's and files load both ways. Our trainer adds `opt` (as v6.2), `train_imgsz` (the
+training image size, utils/train_imgsz.py) and, in last.pt, `resume_state` (utils/train_state.py);
+upstream's loaders ignore extra keys.
 
 Loading never runs code from the file: torch.load gets the allow-list unpickler from
 utils.safe_pickle. Everything is mapped to CPU first; callers move the model to their device.
@@ -26,13 +28,16 @@ import torch.nn as nn
 
 from utils.errors import UserError
 from utils.safe_pickle import SAFE_PICKLE_MODULE, ForbiddenGlobalError
+from utils.train_imgsz import TRAIN_IMGSZ_KEY
 
 LOGGER = logging.getLogger("yolov5")
 
 CHECKPOINT_KEYS = ("epoch", "best_fitness", "model", "ema", "updates", "optimizer", "wandb_id", "date")
 # Keys upstream releases put in checkpoints (v6.0 strip: training_results; v6.2: opt; v7.0: git).
-# strip_optimizer keeps only these; anything else (e.g. our trainer's resume state) is dropped.
 UPSTREAM_KEYS = CHECKPOINT_KEYS + ("training_results", "opt", "git")
+# strip_optimizer keeps these and our training image size (an int upstream tools ignore); anything
+# else (e.g. our trainer's resume state) is dropped.
+KEPT_BY_STRIP = UPSTREAM_KEYS + (TRAIN_IMGSZ_KEY,)
 
 _TORCH_LOAD_HAS_WEIGHTS_ONLY = "weights_only" in inspect.signature(torch.load).parameters
 
@@ -305,15 +310,16 @@ def strip_optimizer(path, out=None):
     """Reduce a training checkpoint to inference weights (upstream strip_optimizer, v6.1 keys).
 
     The EMA replaces the model when present; optimizer, best_fitness, wandb_id, ema and updates
-    become None; epoch -1; fp16 weights with requires_grad off; keys that are not upstream's are
-    dropped. Written atomically to `out` (or in place). Returns the written file's size in MB.
+    become None; epoch -1; fp16 weights with requires_grad off; keys that are neither upstream's nor
+    the training image size are dropped. Written atomically to `out` (or in place). Returns the
+    written file's size in MB.
     """
     ckpt = load_checkpoint(path)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise UserError(f"{path} is not a training checkpoint (no 'model' key); nothing to strip")
     if ckpt.get("ema") is not None:
         ckpt["model"] = ckpt["ema"]
-    ckpt = {k: v for k, v in ckpt.items() if k in UPSTREAM_KEYS}
+    ckpt = {k: v for k, v in ckpt.items() if k in KEPT_BY_STRIP}
     for key in ("optimizer", "best_fitness", "wandb_id", "ema", "updates"):
         ckpt[key] = None
     ckpt["epoch"] = -1

@@ -24,8 +24,9 @@ from utils.image_files import IMG_FORMATS, VID_FORMATS, printable
 from utils.image_size import check_img_size
 from utils.model_files import find_weights
 from utils.nms import non_max_suppression
-from utils.plots import class_colour, draw_box
+from utils.plots import auto_line_width, class_colour, draw_box
 from utils.run_dir import increment_path
+from utils.train_imgsz import resolve_imgsz
 
 LOGGER = logging.getLogger("yolov5")
 YOLO_ROOT = Path(__file__).resolve().parents[1]
@@ -126,7 +127,7 @@ def draw_and_crop(det, im0, names, style, crop_dir=None, stem="im"):
     for *xyxy, conf, cls in reversed(det.tolist()):
         c = int(cls)
         label = "" if style["hide_labels"] else (names[c] if style["hide_conf"] else f"{names[c]} {conf:.2f}")
-        draw_box(im0, xyxy, label, class_colour(c), style["line_width"])
+        draw_box(im0, xyxy, label, class_colour(c), style["line_width"] or auto_line_width(im0.shape))
         if crop_dir is not None:
             save_one_box(xyxy, clean, file=Path(crop_dir) / names[c] / f"{stem}.jpg", BGR=True)
 
@@ -170,12 +171,15 @@ def describe(det, names):
 
 # ------------------------------------------------------------------------------------ run
 @torch.no_grad()
-def run(weights=YOLO_ROOT / "yolov5s.pt", source=YOLO_ROOT / "data/images", imgsz=640, conf_thres=0.25,
+def run(weights=YOLO_ROOT / "yolov5s.pt", source=YOLO_ROOT / "data/images", imgsz=None, conf_thres=0.25,
         iou_thres=0.45, max_det=1000, device="", view_img=False, save_txt=False, save_conf=False,
         save_crop=False, nosave=False, classes=None, agnostic_nms=False, augment=False, visualize=False,
-        update=False, project=YOLO_ROOT / "runs/detect", name="exp", exist_ok=False, line_thickness=3,
+        update=False, project=YOLO_ROOT / "runs/detect", name="exp", exist_ok=False, line_thickness=None,
         hide_labels=False, hide_conf=False, half=False):
-    """Detect objects in `source` with `weights`; returns the run directory."""
+    """Detect objects in `source` with `weights`; returns the run directory.
+
+    imgsz: int or [h, w]; None means the training size stored in the checkpoint, else 640.
+    line_thickness: box lines in pixels; None scales them with each image (auto_line_width)."""
     from models.experimental import attempt_load
     from utils.devices import select_device
 
@@ -195,7 +199,7 @@ def run(weights=YOLO_ROOT / "yolov5s.pt", source=YOLO_ROOT / "data/images", imgs
     names = [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
     if half:
         model.half()
-    imgsz = check_img_size(imgsz, s=stride)
+    imgsz = check_img_size(resolve_imgsz(imgsz, model, "detect.py"), s=stride)
     if isinstance(imgsz, int):
         imgsz = [imgsz, imgsz]
 
@@ -276,6 +280,14 @@ def run(weights=YOLO_ROOT / "yolov5s.pt", source=YOLO_ROOT / "data/images", imgs
         if streaming:
             dataset.close()
 
+    skipped = getattr(dataset, "skipped", [])
+    if skipped:
+        names_shown = ", ".join(printable(Path(f).name) for f in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+        print(f"WARNING: {len(skipped)} of {dataset.nf} files skipped, they could not be decoded as images: "
+              f"{names_shown}")
+        if not seen:
+            raise UserError(f"--source {printable(source)}: none of its {len(skipped)} image files could be "
+                            "decoded; check that they are intact images")
     t = tuple(x / max(seen, 1) * 1e3 for x in dt)
     print(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape {(1, 3, *imgsz)}" % t)
     if save_txt or save_img:

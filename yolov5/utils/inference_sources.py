@@ -3,7 +3,8 @@
 Iterating yields (path, letterboxed 3xHxW RGB uint8 array, original BGR image, the cv2.VideoCapture
 for video frames or None for images (upstream handed out the open capture for images too), info
 string such as "image 3/10 /data/x.jpg: "). Images come first, then videos frame by
-frame. A folder is read non-recursively, as upstream.
+frame. A folder is read non-recursively, as upstream. Images that cannot be decoded are skipped with a
+warning and listed in `skipped`.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from utils.augmentations import letterbox
 from utils.errors import UserError
-from utils.image_files import IMG_FORMATS, VID_FORMATS, has_suffix, printable, read_image
+from utils.image_files import IMG_FORMATS, VID_FORMATS, decode_image, has_suffix, printable
 
 
 class LoadImages:
@@ -40,6 +41,7 @@ class LoadImages:
         self.video_flag = [False] * len(images) + [True] * len(videos)
         self.mode = "image"
         self.cap, self.frame, self.frames = None, 0, 0
+        self.skipped = []  # image files that could not be decoded
         if videos:
             self.new_video(videos[0])
         if self.nf == 0:
@@ -51,27 +53,35 @@ class LoadImages:
         return self
 
     def __next__(self):
+        while self.count < self.nf and not self.video_flag[self.count]:
+            path = self.files[self.count]
+            self.count += 1
+            self.mode = "image"
+            img0 = decode_image(path)
+            if img0 is not None:
+                return self._item(path, img0, f"image {self.count}/{self.nf} {printable(path)}: ")
+            # one unreadable file must not end a run over a whole folder: warn, skip, count it
+            self.skipped.append(path)
+            print(f"WARNING: image {self.count}/{self.nf} {printable(path)}: cannot decode it (empty, damaged or "
+                  f"not an image); skipped")
         if self.count == self.nf:
             raise StopIteration
         path = self.files[self.count]
-        if self.video_flag[self.count]:
-            self.mode = "video"
-            ok, img0 = self.cap.read()
-            while not ok:  # this video is finished: move on to the next one
-                self.count += 1
-                self.cap.release()
-                if self.count == self.nf:
-                    raise StopIteration
-                path = self.files[self.count]
-                self.new_video(path)
-                ok, img0 = self.cap.read()
-            self.frame += 1
-            info = f"video {self.count + 1}/{self.nf} ({self.frame}/{self.frames}) {printable(path)}: "
-        else:
+        self.mode = "video"
+        ok, img0 = self.cap.read()
+        while not ok:  # this video is finished: move on to the next one
             self.count += 1
-            self.mode = "image"
-            img0 = read_image(path)
-            info = f"image {self.count}/{self.nf} {printable(path)}: "
+            self.cap.release()
+            if self.count == self.nf:
+                raise StopIteration
+            path = self.files[self.count]
+            self.new_video(path)
+            ok, img0 = self.cap.read()
+        self.frame += 1
+        return self._item(path, img0, f"video {self.count + 1}/{self.nf} ({self.frame}/{self.frames}) "
+                                      f"{printable(path)}: ")
+
+    def _item(self, path, img0, info):
         img = letterbox(img0, self.img_size, stride=self.stride, auto=self.auto)[0]
         img = np.ascontiguousarray(img.transpose(2, 0, 1)[::-1])  # HWC BGR -> CHW RGB
         return path, img, img0, self.cap if self.mode == "video" else None, info

@@ -24,6 +24,15 @@ def class_colour(index):
     return b, g, r
 
 
+def auto_line_width(shape):
+    """Box line width for an image of `shape` (h, w[, c]): 0.3% of the mean side, at least 2 px.
+
+    The sum runs over every axis of the shape, channels included, as upstream's annotated images do,
+    so widths match upstream's: 2 px up to about 1000 px sides, 3 at 1280x720, 5 at 1920x1080.
+    """
+    return max(round(sum(shape) / 2 * 0.003), 2)
+
+
 def draw_box(im, xyxy, label="", colour=(128, 128, 128), line_width=2):
     """Draw one box with an optional filled caption on a BGR uint8 image, in place."""
     p1 = int(xyxy[0]), int(xyxy[1])

@@ -45,6 +45,7 @@ from utils.parallel import de_parallel
 from utils.progress import is_terminal, progress_kwargs
 from utils.results_log import append_results, plot_results
 from utils.seeds import epoch_seed, init_seeds
+from utils.train_imgsz import TRAIN_IMGSZ_KEY
 from utils.train_interrupts import StopRequest, stop_on_signals
 from utils.train_state import restore_loop, restore_training, resumable_checkpoint, resume_start_epoch
 
@@ -181,10 +182,12 @@ class Trainer:
     def _fit(self):
         self.results, self.maps = (0, 0, 0, 0, 0, 0, 0), np.zeros(self.nc)
         t0, epoch = time.time(), self.start_epoch - 1
+        finished = 0  # epochs of this run that ended normally (a stop mid-epoch leaves its epoch unfinished)
         self.callbacks.run("on_train_start")
         for epoch in range(self.start_epoch, self.epochs):
             outcome = self._train_epoch(epoch)  # None, 'iters' or 'stop'
             self._end_epoch(epoch, complete=outcome != "stop", iters_reached=outcome == "iters")
+            finished += outcome != "stop"
             if outcome == "stop" or self._agree(self._stop_wanted()):
                 self.stop.set("callback")  # keeps a signal's reason when there was one
                 self.interrupted = True
@@ -192,7 +195,8 @@ class Trainer:
             if outcome == "iters" or self.stop_early:
                 break
         if self.main_process:
-            LOGGER.info(f"\n{epoch - self.start_epoch + 1} epochs completed in {(time.time() - t0) / 3600:.3f} hours.")
+            LOGGER.info(f"\n{finished} epoch{'' if finished == 1 else 's'} completed in "
+                        f"{(time.time() - t0) / 3600:.3f} hours.")
             if self.interrupted:
                 if self.saved_last:
                     LOGGER.info(f"Stopped early ({self.stop.reason}); {self.last} saved. Resume with:  "
@@ -352,6 +356,7 @@ class Trainer:
                 "last_opt_step": self.last_opt_step}
         ckpt = resumable_checkpoint(self.model, self.ema, self.optimizer, epoch, self.best_fitness, self.opt,
                                     loop, interrupted=interrupted)
+        ckpt[TRAIN_IMGSZ_KEY] = int(self.imgsz)  # val.py and detect.py default to it
         save_checkpoint(ckpt, self.last)
         self.saved_last = True
         if epoch >= 0 and self.opt.save_period > 0 and epoch % self.opt.save_period == 0 and not interrupted:

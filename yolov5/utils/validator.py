@@ -31,6 +31,7 @@ from utils.metrics import ConfusionMatrix, match_predictions, summarize_stats
 from utils.nms import non_max_suppression
 from utils.plots import output_to_target, plot_images
 from utils.progress import progress_kwargs
+from utils.train_imgsz import resolve_imgsz
 
 YOLO_ROOT = Path(__file__).resolve().parents[1]
 HEADER = ("%20s" + "%11s" * 6) % ("Class", "Images", "Labels", "P", "R", "mAP@.5", "mAP@.5:.95")
@@ -84,7 +85,7 @@ def _standalone_setup(data, weights, batch_size, imgsz, task, dev, single_cls, h
         raise UserError(f"{data.get('yaml_file', 'data yaml')}: no '{split}' split to validate (task {task!r})")
     model = attempt_load(weights, map_location=dev.torch_device)
     gs = max(int(model.stride.max()), 32)
-    imgsz = check_img_size(imgsz, s=gs)
+    imgsz = check_img_size(resolve_imgsz(imgsz, model, "val.py"), s=gs)
     if half:
         model.half()
     elif dev.kind == "cpu" and CHANNELS_LAST_ON_CPU:
@@ -97,7 +98,7 @@ def _standalone_setup(data, weights, batch_size, imgsz, task, dev, single_cls, h
     return model, data, loader, save_dir, nc, imgsz
 
 
-def run(data, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou_thres=0.6, task="val", device="",
+def run(data, weights=None, batch_size=32, imgsz=None, conf_thres=0.001, iou_thres=0.6, task="val", device="",
         workers=8, single_cls=False, augment=False, verbose=False, save_txt=False, save_hybrid=False,
         save_conf=False, save_json=False, project=YOLO_ROOT / "runs" / "val", name="exp", exist_ok=False,
         half=None, model=None, dataloader=None, save_dir=Path(""), plots=True, callbacks=None,
@@ -107,6 +108,7 @@ def run(data, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou_thre
     half: None (default) means FP16 on CUDA/MLU and FP32 on CPU, which is what v6.0's `half=True`
     default did; an explicit True on CPU is ignored with a note. anno_json: COCO annotation file for
     --save-json (default: the data yaml's `anno_json`, else <path>/annotations/instances_val2017.json).
+    imgsz: None (default) means the training size stored in the checkpoint, else 640.
     """
     training = model is not None
     dev = _device_of(device, model, batch_size)
@@ -150,7 +152,9 @@ def _validate(model, dataloader, data, nc, dev, half, amp, training, conf_thres,
     if callbacks:
         callbacks.run("on_val_start")
 
-    bar = tqdm(dataloader, desc=HEADER, **progress_kwargs(leave=not training))
+    # The bar's description is the table header: per-epoch validations in training clear it, the final
+    # one (verbose, with the per-class table) keeps it, as a standalone run does.
+    bar = tqdm(dataloader, desc=HEADER, **progress_kwargs(leave=not training or verbose))
     for batch_i, (im, targets, paths, shapes) in enumerate(bar):
         if callbacks:
             callbacks.run("on_val_batch_start")
