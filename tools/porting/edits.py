@@ -15,7 +15,7 @@ from textedit import (ALREADY, APPLIED, MISSING, NOT_NEEDED, Outcome, block_end,
 class Edit:
     def __init__(self, key, files, what, fn, required=True, modernize=False, group=None):
         self.key, self.files, self.what, self.fn = key, files, what, fn
-        self.required, self.modernize, self.group = required, modernize, group
+        self.required, self.modernize, self.group = required and not modernize, modernize, group
 
 
 AMP_FLAG = "getattr(opt, 'pyamp', False)"
@@ -227,7 +227,7 @@ def barrier(text, ctx):
 
 # --- val.py / detect.py ----------------------------------------------------------------------
 def iou_vector(text, ctx):
-    return sub_lines(text, r"^(\s*iouv = torch\.linspace\(.*?)\bdevice\b(.*)$",
+    return sub_lines(text, r"^(\s*iouv = torch\.linspace\(.*)\bdevice\b(.*)$",  # the last `device`: the value
                      r"\1mlu_port.postprocess_device(device)\2", done=r"iouv = .*postprocess_device",
                      missing='no `iouv = torch.linspace(...device...)`')
 
@@ -336,6 +336,11 @@ def no_pip_install(text, ctx):
                          'check_requirements does not install by default')
 
 
+def pil_text_size(text, ctx):
+    return _optional_sub(text, r"\bself\.font\.getsize\(", "mlu_port.text_size(self.font, ",
+                         'no FreeTypeFont.getsize call')
+
+
 TRAIN, TORCH_UTILS, VAL, DETECT = 'train.py', 'utils/torch_utils.py', 'val.py', 'detect.py'
 EXPERIMENTAL, GENERAL = 'models/experimental.py', 'utils/general.py'
 
@@ -372,5 +377,7 @@ EDITS = [
          torch_load_legacy, modernize=True),
     Edit('clamp', ['utils/loss.py'], 'build_targets clamps long indices with ints', clamp_int, modernize=True),
     Edit('fonts', [GENERAL, 'utils/plots.py'], 'no font download offline', offline_fonts, modernize=True),
+    Edit('pil-getsize', ['utils/plots.py'], 'Pillow >= 10: text size from getbbox, not getsize', pil_text_size,
+         modernize=True),
     Edit('no-pip', [GENERAL], 'no pip auto-install at run time', no_pip_install, modernize=True),
 ]

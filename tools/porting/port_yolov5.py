@@ -139,6 +139,13 @@ class Plan:
                 else:
                     self.new[rel] = with_import
         self._runtime(ctx.get('pkg_compat', False))
+        for rel in self.changed():  # a change must never leave a file that Python cannot read
+            if rel.endswith('.py') and self.new[rel] is not None:
+                try:
+                    compile(self.new[rel], rel, 'exec')
+                except SyntaxError as e:
+                    self.missing.append(f'{rel}:{e.lineno}: the port would not be valid Python here '
+                                        f'({e.msg}); port this file by hand')
 
     def _record(self, edit, results):
         if not results:

@@ -166,8 +166,8 @@ def grad_scaler(device, enabled=True):
     """GradScaler for the device: torch.amp (torch >= 2.3), else torch.mlu.amp / torch.cuda.amp."""
     use = bool(enabled) and amp_dtype(device) == torch.float16
     if device.type == 'mlu':
-        if use and _torch_amp_scaler():
-            return torch.amp.GradScaler('mlu', enabled=True)
+        if _torch_amp_scaler():
+            return torch.amp.GradScaler('mlu', enabled=use)
         own = getattr(getattr(mlu_module(), 'amp', None), 'GradScaler', None)
         if own is not None:
             return own(enabled=use)
@@ -251,6 +251,14 @@ def default_font(size=10):
         return ImageFont.load_default(size=size)
     except TypeError:
         return ImageFont.load_default()
+
+
+def text_size(font, text):
+    """(width, height) of `text`: FreeTypeFont.getsize is gone in Pillow >= 10, getbbox replaces it."""
+    if hasattr(font, 'getbbox'):
+        left, top, right, bottom = font.getbbox(text)
+        return right, bottom
+    return font.getsize(text)
 
 
 # --- benchmark: --iters, --skip and the MetricCollector ---------------------------------------
