@@ -481,3 +481,19 @@ def test_upstream_checkout_ports_idempotently_and_reverts(tmp_path):
         compile((root / rel).read_text(), rel, 'exec')
     assert port(root, '--revert').returncode == 0
     assert snapshot(root) == before
+
+
+@pytest.mark.parametrize('double_kwargs, message', [
+    ("import_error='libcnrt.so: cannot open shared object file'",
+     'ERROR: --device mlu: torch_mlu is installed but cannot be imported (ImportError: libcnrt.so'),
+    ('device_count=0', 'ERROR: --device mlu: torch_mlu sees no MLU'),
+])
+def test_broken_or_cardless_torch_mlu_exits_2(tree60, double_kwargs, message):
+    assert port(tree60).returncode == 0
+    (tree60 / 'probe.py').write_text(
+        f"import sys; sys.path.insert(0, {str(TESTS)!r}); sys.path.insert(0, '.')\n"
+        f"from mlu_double import MluDouble\nMluDouble({double_kwargs}).install()\n"
+        "from utils.torch_utils import select_device\nselect_device('mlu')\nprint('RESULT {}')\n")
+    rc, got, out = run_py(tree60, 'probe.py')
+    assert rc == 2 and got is None
+    assert message in out and 'Traceback' not in out
