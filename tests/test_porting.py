@@ -175,13 +175,14 @@ def test_pyamp_on_cpu_uses_bf16_autocast_without_scaler(tree60):
             "d = torch.device('cpu')\n"
             "print('RESULT', __import__('json').dumps([mlu_port.amp_enabled(d, False), mlu_port.amp_enabled(d, True),"
             " mlu_port.grad_scaler(d, True).is_enabled(), str(mlu_port.amp_dtype(d)),"
-            " mlu_port.amp_enabled(torch.device('cuda'), False)]))\n"
+            " mlu_port.amp_enabled(torch.device('cuda'), False),"
+            " str(mlu_port.to_device([torch.ones(1, dtype=torch.half)], d)[0].dtype)]))\n"
             "with mlu_port.autocast(d, True):\n"
             "    assert torch.get_autocast_dtype('cpu') == torch.bfloat16 and torch.is_autocast_enabled('cpu')\n")
     (tree60 / 'probe.py').write_text(code)
     rc, got, out = run_py(tree60, 'probe.py')
     assert rc == 0, out
-    assert got == [False, True, False, 'torch.bfloat16', True]
+    assert got == [False, True, False, 'torch.bfloat16', True, 'torch.float32']  # NMS on CPU needs fp32
 
 
 def test_mlu_without_torch_mlu_is_one_line_and_exit_2(tree60):

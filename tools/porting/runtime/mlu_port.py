@@ -190,8 +190,11 @@ def postprocess_device(device):
 
 
 def to_device(x, device):
+    """Tensors (also in lists/tuples) on `device`; fp16/bf16 become fp32 on the CPU, where
+    torchvision's NMS has no half-precision kernel (MLU validation runs the model in fp16)."""
     if isinstance(x, torch.Tensor):
-        return x.to(device)
+        x = x.to(device)
+        return x.float() if device.type == 'cpu' and x.dtype in (torch.float16, torch.bfloat16) else x
     if isinstance(x, (list, tuple)):
         return type(x)(to_device(v, device) for v in x)
     return x
