@@ -354,18 +354,29 @@ def test_user_modified_tree_still_ports(tree60):
     assert "    cuda = device.type == 'cuda'  # [mlu-port] DataParallel only on CUDA" in train.read_text()
 
 
-def test_syntax_error_from_a_change_is_refused(tree60):
-    # an odd but valid user line the DDP-kwargs rewrite would turn into invalid Python
+def test_a_change_that_would_not_compile_is_refused(tree60, monkeypatch):
+    import edits
+    import port_yolov5
+    from textedit import Outcome, APPLIED
+    broken = edits.Edit('broken', ['train.py'], 'a change gone wrong',
+                        lambda text, ctx: Outcome(APPLIED, text.replace('def train(', 'def train((', 1)))
+    monkeypatch.setattr(port_yolov5, 'EDITS', [broken])
+    plan = port_yolov5.Plan(tree60, False, {})
+    plan.build()
+    assert len(plan.missing) == 1
+    assert plan.missing[0].startswith('train.py:') and 'the port would not be valid Python here' in plan.missing[0]
+
+
+def test_one_line_batch_loop_is_not_guessed(tree60):
     train = tree60 / 'train.py'
-    train.write_text(train.read_text().replace(
-        'DDP(model, device_ids=[LOCAL_RANK], output_device=LOCAL_RANK)',
-        'DDP(model, device_ids=[LOCAL_RANK], output_device=LOCAL_RANK, **{})'))
+    text = train.read_text()
+    loop = text[text.index('        for i, (imgs, targets) in pbar:'):text.index("            log['iterations'] += 1\n")]
+    train.write_text(text.replace(loop, '        for i, (imgs, targets) in pbar: log.update(step=i)\n'))
     before = snapshot(tree60)
     p = port(tree60)
-    if p.returncode == 0:  # the rewrite stayed valid: then the tree must still run
-        assert run_py(tree60, 'train.py', '--device', 'cpu')[0] == 0
-    else:
-        assert p.returncode == 2 and snapshot(tree60) == before
+    assert p.returncode == 2
+    assert 'train.py: the batch loop has its body on the `for` line; split it first' in p.stdout
+    assert snapshot(tree60) == before
 
 
 def test_support_file_not_written_by_us_is_not_overwritten(tree60):

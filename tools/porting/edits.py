@@ -113,6 +113,8 @@ def benchmark_step(text, ctx):
     i = find_line(lines, r"^\s*for i, \(.*\) in (?:enumerate\()?pbar\)?:")
     if i is None:
         return Outcome(MISSING, text, 'no batch loop `for i, (imgs, targets, ...) in pbar:`')
+    if lines[statement_end(lines, i)].split('#')[0].rstrip()[-1:] != ':':  # `for ...: body` on one line
+        return Outcome(MISSING, text, 'the batch loop has its body on the `for` line; split it first')
     insert_lines(lines, statement_end(lines, i) + 1, body_indent(lines, i),
                  ["if bench.step():  # --iters reached", "    break"])
     return Outcome(APPLIED, join(lines))
