@@ -87,8 +87,14 @@ def select_mlu(spec, batch_size=0):
         fail(f'--batch-size {batch_size} is not a multiple of the {WORLD_SIZE} processes.')
     module.set_device(index)
     name = _mlu_name(module, index)
-    LOGGER.info(f'Using MLU:{index} ({name}), torch {torch.__version__}')
+    _log(f'Using MLU:{index} ({name}), torch {torch.__version__}')
     return torch.device('mlu', index)
+
+
+def _log(message):
+    """Through the tree's 'yolov5' logger where it has one (v6.2+); v6.0/v6.1 configure the root logger."""
+    tree_logger = logging.getLogger('yolov5')
+    (tree_logger if tree_logger.handlers else LOGGER).info(message)
 
 
 def _mlu_name(module, index):
@@ -373,4 +379,4 @@ class Benchmark:
                                       cards=WORLD_SIZE, precision='amp' if self.amp else 'fp32',
                                       DPF_mode='ddp' if WORLD_SIZE > 1 else 'single')
         self.collector.dump()
-        LOGGER.info(f'benchmark: {self.done} iterations logged to {os.environ["BENCHMARK_LOG"]}')
+        _log(f'benchmark: {self.done} iterations logged to {os.environ["BENCHMARK_LOG"]}')
