@@ -45,6 +45,14 @@ def _compile(verbose=False):
                           extra_cflags=["-O2"], verbose=verbose)
 
 
+def _decomposed_cpu_ops():
+    """aten operators a backend without its own kernel would run decomposed, unlike the CPU."""
+    has = torch._C._dispatch_has_kernel_for_dispatch_key
+    return sorted(name.split("::", 1)[1] for name in torch._C._dispatch_get_all_op_names()
+                  if name.startswith("aten::") and has(name, "CPU") and has(name, "CompositeImplicitAutograd")
+                  and not has(name, "PrivateUse1"))
+
+
 def is_loaded() -> bool:
     return _ext is not None
 
@@ -72,6 +80,7 @@ def load(device_count=None, verbose=False):
         ext = _compile(verbose)
         count = device_count or int(os.environ.get("YOLOV5_STANDIN_MLU_COUNT", DEFAULT_DEVICE_COUNT))
         ext.set_device_count(count)
+        ext.run_cpu_kernels_for(_decomposed_cpu_ops())
         from . import device_module
         module = device_module.build(ext)
         if current != NAME:

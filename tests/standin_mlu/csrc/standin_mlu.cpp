@@ -316,6 +316,40 @@ at::Tensor as_strided(const at::Tensor& self, c10::IntArrayRef size, c10::IntArr
   return at::native::as_strided_tensorimpl(self, size, stride, offset);
 }
 
+// set_: point a device tensor at another device storage (used by storage copies, deepcopy, load).
+at::Tensor& set_storage(at::Tensor& self, c10::Storage source, int64_t offset, c10::IntArrayRef size,
+                        c10::IntArrayRef stride) {
+  TORCH_CHECK(source.device() == self.device(), "Attempted to set the storage of a tensor on device \"",
+              self.device(), "\" to a storage on different device \"", source.device(),
+              "\".  This is no longer allowed; the devices must match.");
+  auto* impl = self.unsafeGetTensorImpl();
+  impl->set_storage_keep_dtype(std::move(source));
+  if (stride.empty()) {
+    impl->set_sizes_contiguous(size);
+  } else {
+    impl->set_sizes_and_strides(size, stride);
+  }
+  impl->set_storage_offset(offset);
+  size_t needed = at::detail::computeStorageNbytes(self.sizes(), self.strides(), self.element_size(), offset);
+  grow_storage(self.storage(), needed);
+  return self;
+}
+
+at::Tensor& set_source_storage(at::Tensor& self, c10::Storage source) {
+  int64_t n = static_cast<int64_t>(source.nbytes() / self.element_size());
+  return set_storage(self, std::move(source), 0, {n}, {});
+}
+
+at::Tensor& set_source_tensor(at::Tensor& self, const at::Tensor& source) {
+  if (self.unsafeGetTensorImpl() == source.unsafeGetTensorImpl()) return self;
+  return set_storage(self, source.storage(), source.storage_offset(), source.sizes(), source.strides());
+}
+
+at::Tensor& set_empty(at::Tensor& self) {
+  c10::Storage fresh(c10::Storage::use_byte_size_t(), 0, allocator.allocate(0), &allocator, true);
+  return set_storage(self, std::move(fresh), 0, {0}, {});
+}
+
 at::Scalar local_scalar_dense(const at::Tensor& self) {
   counters.d2h_copies++;
   counters.scalar_reads++;
@@ -497,6 +531,15 @@ void fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   }
 }
 
+// Operators with both a CPU kernel and a decomposition (CompositeImplicitAutograd) take the
+// decomposition on a backend without a kernel of its own, which rounds differently from the CPU
+// kernel. The loader lists them; they get the fallback as their own kernel, so 'mlu' computes
+// what the CPU computes.
+void run_cpu_kernels_for(const std::vector<std::string>& names) {
+  static torch::Library lib(torch::Library::IMPL, "aten", c10::DispatchKey::PrivateUse1, __FILE__, __LINE__);
+  for (const auto& name : names) lib.impl(name.c_str(), torch::CppFunction::makeFromBoxedFunction<&fallback>());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Python-side controls: counters, devices, memory statistics, generators.
 pybind11::dict read_counters() {
@@ -531,6 +574,10 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   m.impl("view", &standin::view);
   m.impl("as_strided", &standin::as_strided);
   m.impl("_local_scalar_dense", &standin::local_scalar_dense);
+  m.impl("set_.source_Storage_storage_offset", &standin::set_storage);
+  m.impl("set_.source_Storage", &standin::set_source_storage);
+  m.impl("set_.source_Tensor", &standin::set_source_tensor);
+  m.impl("set_", &standin::set_empty);
   m.impl("convolution_overrideable", &standin::convolution);
   m.impl("convolution_backward_overrideable", &standin::convolution_backward);
 }
@@ -546,6 +593,10 @@ TORCH_LIBRARY_IMPL(_, PrivateUse1, m) {
 #define STANDIN_FP32_OPT(...) KERNEL_PRIVATEUSEONE(__VA_ARGS__, fp32_set_opt_dtype)
 #define STANDIN_PROMOTE(...) KERNEL_PRIVATEUSEONE(__VA_ARGS__, promote)
 
+TORCH_LIBRARY_IMPL(_, AutocastPrivateUse1, m) {
+  m.fallback(torch::CppFunction::makeFallthrough());
+}
+
 TORCH_LIBRARY_IMPL(aten, AutocastPrivateUse1, m) {
   AT_FORALL_LOWER_PRECISION_FP(STANDIN_LOW)
   AT_FORALL_FP32(STANDIN_FP32)
@@ -557,6 +608,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   static standin::MluHooks hooks;
   at::RegisterPrivateUse1HooksInterface(&hooks);
   m.def("counters", &standin::read_counters);
+  m.def("run_cpu_kernels_for", &standin::run_cpu_kernels_for);
   m.def("reset_counters", &standin::reset_counters);
   m.def("note_synchronize", [] { standin::counters.synchronizes++; });
   m.def("device_count", [] { return standin::device_count.load(); });
