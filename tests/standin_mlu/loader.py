@@ -64,9 +64,28 @@ def extension():
     return _ext
 
 
+_library = None
+
+
+def load_library(verbose=False):
+    """Build if needed and load the C++ library only: kernels and device guard, no 'mlu' name yet.
+
+    Autograd sizes its per-device queues at the first backward pass of a process, from the
+    devices registered then; a process that runs backward passes before load() must call this
+    first (the pytest plugin does, at collection time).
+    """
+    global _library
+    with _lock:
+        if _library is None:
+            _library = _compile(verbose)
+            _library.run_cpu_kernels_for(_decomposed_cpu_ops())
+        return _library
+
+
 def load(device_count=None, verbose=False):
     """Build if needed, load, and register 'mlu' with torch; returns the torch.mlu module. Idempotent."""
     global _ext
+    ext = load_library(verbose)
     with _lock:
         if _ext is not None:
             return torch.mlu
@@ -77,10 +96,8 @@ def load(device_count=None, verbose=False):
         if getattr(torch, "mlu", None) is not None:
             raise RuntimeError("torch.mlu already exists in this process (torch_mlu or a test double is "
                                "loaded); the stand-in cannot replace it")
-        ext = _compile(verbose)
         count = device_count or int(os.environ.get("YOLOV5_STANDIN_MLU_COUNT", DEFAULT_DEVICE_COUNT))
         ext.set_device_count(count)
-        ext.run_cpu_kernels_for(_decomposed_cpu_ops())
         from . import device_module
         module = device_module.build(ext)
         if current != NAME:
@@ -88,6 +105,7 @@ def load(device_count=None, verbose=False):
         torch._register_device_module(NAME, module)
         torch.utils.generate_methods_for_privateuse1_backend(for_tensor=True, for_module=True,
                                                              for_storage=True)
+        ext.set_active(True)
         _ext = ext
         from . import cncl
         cncl.register()

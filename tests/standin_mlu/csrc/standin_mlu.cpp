@@ -43,6 +43,9 @@ struct Counters {
 Counters counters;
 
 std::atomic<int> device_count{2};
+// Off until Python registers the 'mlu' name: a process may load the library early (before any
+// backward pass sizes autograd's per-device queues) without torch reporting an accelerator yet.
+std::atomic<bool> active{false};
 thread_local int current_device = 0;
 
 void check_index(int64_t index) {
@@ -164,7 +167,7 @@ const at::Generator& default_generator(int64_t index) {
 
 struct MluHooks final : at::PrivateUse1HooksInterface {
   bool isBuilt() const override { return true; }
-  bool isAvailable() const override { return device_count.load() > 0; }
+  bool isAvailable() const override { return active.load() && device_count.load() > 0; }
   const at::Generator& getDefaultGenerator(c10::DeviceIndex index) const override {
     return default_generator(index);
   }
@@ -612,6 +615,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("reset_counters", &standin::reset_counters);
   m.def("note_synchronize", [] { standin::counters.synchronizes++; });
   m.def("device_count", [] { return standin::device_count.load(); });
+  m.def("set_active", [](bool on) { standin::active = on; });
   m.def("set_device_count", [](int n) {
     TORCH_CHECK(n >= 1 && n <= standin::kMaxDevices, "stand-in device count must be 1..", standin::kMaxDevices);
     standin::device_count = n;
