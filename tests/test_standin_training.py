@@ -189,3 +189,12 @@ def test_val_detect_export_from_a_model_trained_on_mlu(mlu_weights, demo_data, t
         exported[dev] = torch.jit.load(str(copy.with_suffix(".torchscript.pt")), map_location="cpu")
     im = torch.rand(1, 3, 64, 64)
     assert torch.equal(exported["mlu"](im)[0], exported["cpu"](im)[0])
+
+
+def test_evolve_two_generations_on_mlu(standin_mlu, demo_data, tmp_path):
+    _train(_args(demo_data, tmp_path, "evo", "mlu", "--evolve", "2", "--noautoanchor", epochs=1))
+    lines = (tmp_path / "evo" / "evolve.csv").read_text().splitlines()
+    assert len(lines) == 3  # header and one row per generation
+    rows = [[float(x) for x in line.split(",")] for line in lines[1:]]
+    assert rows[0][7:] != rows[1][7:]  # the second generation trained a mutation
+    assert (tmp_path / "evo" / "hyp_evolve.yaml").is_file()
