@@ -39,6 +39,10 @@ def build_dir() -> Path:
 
 def _compile(verbose=False):
     from torch.utils.cpp_extension import load as load_extension
+    # ninja from requirements-dev.txt sits beside the interpreter, on PATH or not
+    bindir = str(Path(sys.executable).parent)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
     where = build_dir()
     where.mkdir(parents=True, exist_ok=True)
     return load_extension(name="yolov5_standin_mlu", sources=[str(SOURCE)], build_directory=str(where),

@@ -9,9 +9,14 @@ import pytest
 from . import loader
 
 
+_build_error = []
+
+
 @pytest.fixture(scope="session")
 def standin_mlu():
     """torch.mlu of the stand-in: built on first use (cached across sessions), loaded once."""
+    if _build_error:
+        pytest.fail(f"the stand-in mlu device did not build: {_build_error[0]}")
     return loader.load()
 
 
@@ -26,4 +31,7 @@ def pytest_collection_modifyitems(config, items):
     uses = {id(item) for item in items if "standin_mlu" in getattr(item, "fixturenames", ())}
     items[:] = [i for i in items if id(i) not in uses] + [i for i in items if id(i) in uses]
     if uses:  # before any test runs a backward pass (see loader.load_library)
-        loader.load_library()
+        try:
+            loader.load_library()
+        except Exception as e:  # the stand-in's tests fail with this; the others still run
+            _build_error.append(f"{type(e).__name__}: {e}")
