@@ -9,6 +9,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/EmptyTensor.h>
+#include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/detail/PrivateUse1HooksInterface.h>
@@ -360,6 +361,11 @@ at::Scalar local_scalar_dense(const at::Tensor& self) {
   return at::_local_scalar_dense(host_view(self));
 }
 
+// Backward passes on 'mlu' run on autograd's worker thread for the device, whose intra-op thread
+// count was fixed when it started; CPU kernels split reductions by thread count, so each kernel
+// first takes the process's current setting (torch.set_num_threads), as the CPU run does.
+void follow_thread_setting() { at::init_num_threads(); }
+
 // The refusal a real accelerator gives when one operator mixes devices. As on CUDA, CPU tensors
 // with no dimensions (scalars) may join device tensors.
 void check_same_device(const char* op, const std::vector<at::Tensor>& tensors) {
@@ -386,6 +392,7 @@ at::Tensor convolution(const at::Tensor& input, const at::Tensor& weight,
                        c10::IntArrayRef padding, c10::IntArrayRef dilation, bool transposed,
                        c10::IntArrayRef output_padding, int64_t groups) {
   check_same_device("convolution", {input, weight, bias.value_or(at::Tensor())});
+  follow_thread_setting();
   auto out = at::convolution(host_view(input), host_view(weight), on_host(bias), stride, padding,
                              dilation, transposed, output_padding, groups);
   return adopt(out, input.device());
@@ -396,6 +403,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> convolution_backward(
     c10::IntArrayRef stride, c10::IntArrayRef padding, c10::IntArrayRef dilation, bool transposed,
     c10::IntArrayRef output_padding, int64_t groups, std::array<bool, 3> mask) {
   check_same_device("convolution_backward", {grad_output, input, weight});
+  follow_thread_setting();
   std::optional<std::vector<int64_t>> bias_sizes;
   if (mask[2]) bias_sizes = std::vector<int64_t>{transposed ? weight.size(1) * groups : weight.size(0)};
   std::optional<c10::IntArrayRef> bias_ref;
@@ -471,6 +479,7 @@ const std::unordered_set<std::string> ops_taking_host_indices = {
 
 void fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   counters.fallback_ops++;
+  follow_thread_setting();
   const auto& schema = op.schema();
   const auto& args = schema.arguments();
   const size_t n = args.size();
