@@ -218,24 +218,3 @@ def test_variable_loads_it_and_the_banner_and_collect_env_say_stand_in(standin_m
     assert info["devices"]["mlu_devices"].startswith("2 (MLU:0 standin-mlu 0MB; MLU:1 standin-mlu 0MB)")
     assert info["devices"]["mlu_devices"].endswith("; stand-in on host memory (test device, not a Cambricon card)")
 
-
-def test_backward_on_mlu_follows_the_thread_setting(standin_mlu):
-    """Backward passes on 'mlu' run on autograd's device thread; CPU kernels split reductions by thread
-    count, so that thread must follow torch.set_num_threads (a stand-in bug: it kept the count it
-    started with, and training on mlu after a 2-thread test differed from cpu in the last bit)."""
-    before = torch.get_num_threads()
-    torch.manual_seed(0)
-    bn = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3), torch.nn.BatchNorm2d(16), torch.nn.SiLU())
-    x = torch.randn(8, 8, 48, 48)
-    try:
-        torch.set_num_threads(2)  # the device thread may start here, with 2 threads
-        copy.deepcopy(bn).to("mlu")(x.to("mlu")).sum().backward()
-        torch.set_num_threads(1)
-        grads = []
-        for dev in ("cpu", "mlu"):
-            m = copy.deepcopy(bn).to(dev)
-            m(x.to(dev)).square().sum().backward()
-            grads.append([p.grad.cpu() for p in m.parameters()])
-        assert all(torch.equal(a, b) for a, b in zip(*grads))
-    finally:
-        torch.set_num_threads(before)
