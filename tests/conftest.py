@@ -162,3 +162,7 @@ def user_cache(tmp_path, monkeypatch) -> Path:
 def hyp() -> dict:
     """data/hyps/hyp.scratch.yaml (v6.0's default), a fresh dict per test."""
     return yaml.safe_load((HYP_DIR / "hyp.scratch.yaml").read_text())
+
+
+# The stand-in mlu device's fixtures (standin_mlu, standin_counters) and test ordering.
+pytest_plugins = ["standin_mlu.pytest_plugin"]

@@ -130,6 +130,9 @@ class MluDouble:
 
     # --- install / uninstall --------------------------------------------------------------
     def install(self):
+        if getattr(getattr(torch, "mlu", None), "STANDIN", False):
+            raise RuntimeError("the stand-in mlu device is loaded in this process; the torch_mlu double "
+                               "cannot be installed beside it (stand-in tests run last for this reason)")
         if self.package:
             sys.meta_path.insert(0, self._finder)
         if self.patched_torch:

@@ -138,6 +138,8 @@ def devices_info(inventory):
                           f"{d['total_memory'] / 2 ** 20:.0f}MB" for d in devs)
         lines[f"{kind}_devices"] = f"{len(devs)}" + (f" ({shown})" if devs else "") + \
             f", {entry['visible']}"
+        if entry.get("standin"):  # YOLOV5_STANDIN_MLU=1: the test device, say so plainly
+            lines[f"{kind}_devices"] += f"; {entry['detail']}"
     return lines
 
 

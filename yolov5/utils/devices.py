@@ -26,6 +26,7 @@ import torch.distributed as dist
 from utils.device_spec import launch_env, parse_device, visible_devices
 from utils.device_timing import Stopwatch
 from utils.errors import UserError
+from utils.standin_device import is_standin, load_standin_if_requested
 
 LOGGER = logging.getLogger("yolov5")
 NO_PIP = "torch_mlu ships with Cambricon's SDK / PyTorch docker image and cannot be installed with pip"
@@ -44,7 +45,14 @@ class MluRuntime(NamedTuple):
 
 
 def probe_mlu() -> MluRuntime:
-    """find_spec('torch_mlu') -> import torch_mlu (registers torch.mlu) -> ask the device module."""
+    """find_spec('torch_mlu') -> import torch_mlu (registers torch.mlu) -> ask the device module.
+
+    With YOLOV5_STANDIN_MLU=1 the test suite's stand-in device (host memory) is the MLU instead.
+    """
+    standin = load_standin_if_requested()
+    if standin is not None:
+        count = int(standin.device_count())
+        return MluRuntime("ok" if count else "no-device", standin, None, count, standin.DESCRIPTION)
     if importlib.util.find_spec("torch_mlu") is None:
         # Cambricon's patched torch defines torch.is_mlu_available even without torch_mlu.
         hint = "this torch is Cambricon's build, " if hasattr(torch, "is_mlu_available") else ""
@@ -277,6 +285,8 @@ class Device:
         if self.kind == "cpu":
             return head + "CPU\n"
         extra = f" torch_mlu {self.runtime_version}" if self.kind == "mlu" else ""
+        if self.kind == "mlu" and is_standin(self.module):
+            extra = f" {self.module.DESCRIPTION}"
         lines = [f"{self.kind.upper()}:{p.index} ({p.name}"
                  + (f", {p.total_memory / 2 ** 20:.0f}MB)" if p.total_memory else ")") + extra
                  for p in self.props]
@@ -412,7 +422,7 @@ def inventory() -> dict:
         cuda["devices"] = [props(i)._asdict() for i in range(count)]
     rt = probe_mlu()
     mlu = {"status": rt.status, "version": rt.version, "detail": rt.detail,
-           "visible": visible_devices("mlu").describe(), "devices": []}
+           "visible": visible_devices("mlu").describe(), "devices": [], "standin": is_standin(rt.module)}
     if rt.status == "ok":
         _, count, _, props = _open_mlu("mlu")
         mlu["devices"] = [props(i)._asdict() for i in range(count)]

@@ -39,6 +39,15 @@ ROW = "%20s" + "%11i" * 2 + "%11.3g" * 4
 IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)  # mAP@0.5:0.95
 PLOTTED_BATCHES = 3  # val_batch{0,1,2}_{labels,pred}.jpg
 CHANNELS_LAST_ON_CPU = True  # standalone CPU inference layout (bench/val_speed.py compares both)
+# Accelerators validate in reduced precision by default (v6.0: half=True on CUDA). Setting this
+# variable to 1 keeps them in fp32, so a validation on MLU/CUDA computes what one on CPU computes
+# (the stand-in MLU equivalence tests compare like with like).
+FP32_VALIDATION_ENV = "YOLOV5_FP32_VALIDATION"
+
+
+def reduced_precision_on_accelerators() -> bool:
+    import os
+    return os.environ.get(FP32_VALIDATION_ENV, "") != "1"
 
 
 def _device_of(device, model, batch_size=None):
@@ -106,7 +115,7 @@ def run(data, weights=None, batch_size=32, imgsz=None, conf_thres=0.001, iou_thr
     """Validate `model` (training) or `weights` (standalone) and return v6.0's tuple.
 
     half: None (default) means FP16 on CUDA/MLU and FP32 on CPU, which is what v6.0's `half=True`
-    default did; an explicit True on CPU is ignored with a note. anno_json: COCO annotation file for
+    default did (FP32 everywhere when YOLOV5_FP32_VALIDATION=1); an explicit True on CPU is ignored with a note. anno_json: COCO annotation file for
     --save-json (default: the data yaml's `anno_json`, else <path>/annotations/instances_val2017.json).
     imgsz: None (default) means the training size stored in the checkpoint, else 640.
     """
@@ -114,12 +123,12 @@ def run(data, weights=None, batch_size=32, imgsz=None, conf_thres=0.001, iou_thr
     dev = _device_of(device, model, batch_size)
     if training:
         half = False  # reduced precision through autocast instead (see module docstring)
-        amp = dev.kind != "cpu" if amp is None else amp
+        amp = dev.kind != "cpu" and reduced_precision_on_accelerators() if amp is None else amp
         nc = 1 if single_cls else int(data["nc"])
     else:
         if half and dev.kind == "cpu":
             print("Note: --half is ignored on CPU (FP16 convolutions are slow there); validating in FP32")
-        half = dev.kind != "cpu" and half is not False
+        half = dev.kind != "cpu" and (reduced_precision_on_accelerators() if half is None else bool(half))
         amp = False
         model, data, dataloader, save_dir, nc, imgsz = _standalone_setup(
             data, weights, batch_size, imgsz, task, dev, single_cls, half, workers, project, name, exist_ok,

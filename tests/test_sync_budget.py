@@ -1,0 +1,32 @@
+"""bench/sync_budget.py: the host-synchronisation budget of the training loop, counted on the
+stand-in mlu device. The budget is a ceiling: a change that adds a device->host copy to every
+training iteration fails here (the loop had 2 when this was written: the non-finite-loss check and
+the progress bar's loss values)."""
+import re
+import subprocess
+import sys
+
+from train_helpers import REPO_ROOT, cli_env
+
+BUDGET = 2  # device->host copies per steady-state training iteration
+
+
+def test_sync_budget_script_reports_the_loop_within_budget(standin_mlu):
+    run = subprocess.run([sys.executable, "bench/sync_budget.py", "--img", "64", "--batch", "4", "--iters", "14",
+                          "--warmup", "2"], cwd=REPO_ROOT, env=cli_env(), capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = run.stdout.strip().splitlines()
+    counted = int(re.fullmatch(r"iterations counted: (\d+)", lines[-7]).group(1))
+    # 8 batches per epoch: iterations 2-12 start a counted interval, less 7 and 8 around the epoch boundary
+    assert counted == 9
+    assert re.fullmatch(r"host->device copies per steady-state iteration: [\d.]+", lines[-6])
+    assert re.fullmatch(r"synchronize calls per steady-state iteration: 0", lines[-5])
+    d2h = float(re.fullmatch(r"device->host copies per steady-state iteration: ([\d.]+)", lines[-1]).group(1))
+    assert 0 < d2h <= BUDGET
+
+
+def test_sync_budget_rejects_too_few_iterations():
+    run = subprocess.run([sys.executable, "bench/sync_budget.py", "--iters", "5", "--warmup", "3"], cwd=REPO_ROOT,
+                         env=cli_env(), capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "--iters 5 leaves too few iterations after --warmup 3: use at least 7" in run.stderr
