@@ -1,37 +1,23 @@
-"""Time of one training iteration (forward, loss, backward, optimizer step) on the CPU, fp32.
+"""Time of one training iteration (forward, loss, backward, optimizer step) on the CPU, fp32: ours and
+upstream YOLOv5's, side by side in one run.
 
-Settings of issue 4: yolov5n and yolov5s at 320 px, batch 16, a fixed batch, median of 10 timed
-iterations after 3 warm-up ones. The batch is the first 16 coco128 training images (sorted by
-name) letterboxed to 320x320 with their real labels; the pieces are the trainer's own: Model,
-ComputeLoss with hyp.scratch.yaml scaled by scale_loss_gains, build_optimizer's SGD (nesterov,
-three parameter groups), stepped every iteration at lr0.
+Settings: yolov5n at 320 px, batch 16, one fixed batch, median of 10 timed iterations after 3 warm-up
+ones. The batch is the first 16 images (sorted by name) of the data folder, letterboxed square with
+their real labels. Each side trains with its own code: our trainer's CPU configuration
+(utils.cpu_speed.optimise_for_training, build_optimizer, ComputeLoss with scaled gains) against
+upstream's Model and ComputeLoss with the optimizer train.py builds (SGD, Nesterov, three parameter
+groups, weight decay on the conv weights only). Both start from the same weights (ours are copied into
+upstream's model), so their first-step losses must agree; the script prints how far they differ.
 
-Upstream v6.0 measured on the same kind of machine (2 CPU cores, torch 2.14.1), quoted from
-issue 4 and not re-measured here: yolov5n 1.12 and 1.23 s, yolov5s 3.12 and 2.92 s (two runs).
-The target is at most 0.8x those.
+The two sides take turns, one iteration each, alternating who goes first, so machine load hits both
+alike: the ratio ours / upstream is the figure to trust on a shared machine. --baseline adds our model
+exactly as built (no CPU speed-ups) as a third side. --profile prints, for each side, the operators
+that took the most CPU time over a few extra iterations (torch.profiler).
 
-Modes:
-  (default)   the configuration the trainer uses on the CPU (utils.cpu_speed.optimise_for_training)
-  --baseline  the model exactly as built, glibc's default allocator behaviour
-  --compare   both side by side: each configuration lives in its own process (the allocator
-              setting is process-wide) and the two take turns, one iteration each, alternating
-              who goes first, so machine load hits both alike. The ratio optimised / baseline is
-              the figure to trust on a shared machine. The first step's loss items of both are
-              compared too: same seed, weights and batch, so any difference is numerics.
-Experiments applied to the optimised configuration only (measured, not adopted; see
-utils/cpu_speed.py for why): --channels-last (weights channels-last), --compile (torch.compile;
-the compiling iteration is reported on its own and not timed as a step).
-
-Machine load matters a lot on 2 cores: with another busy process, torch's 2 OpenMP threads wait
-on each other and a step can take several times longer. Check `uptime`; trust --compare ratios.
-Columns: median seconds per phase and per iteration (total), minor page faults per iteration
-(what utils.cpu_speed removes), the worker process's peak resident memory.
-
-Run from the repository root:  .venv/bin/python bench/train_step.py [--compare] [--cfg yolov5n]
+Run from the repository root:
+  .venv/bin/python bench/train_step.py --upstream ../yolov5-v6.0 [--cfg yolov5n yolov5s] [--imgsz 320 640]
 """
 import argparse
-import logging
-import multiprocessing as mp
 import os
 import resource
 import statistics
@@ -39,81 +25,105 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "yolov5"))
+import numpy as np
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
+import side_by_side
 
-from models.yolo import Model  # noqa: E402
-from utils.augmentations import letterbox  # noqa: E402
-from utils.cpu_speed import optimise_for_training  # noqa: E402
-from utils.image_files import img2label_path, read_image  # noqa: E402
-from utils.label_checks import parse_label_file  # noqa: E402
-from utils.loss import ComputeLoss, scale_loss_gains  # noqa: E402
-from utils.optim import accumulate_steps, build_optimizer  # noqa: E402
-
-UPSTREAM_S = {"yolov5n": (1.12, 1.23), "yolov5s": (3.12, 2.92)}  # issue 4, two runs each
-TARGET_RATIO = 0.8
+REPO = side_by_side.REPO
 PHASES = ("forward", "loss", "backward", "step")
+TARGET_RATIO = 0.8  # ours / upstream, time per iteration
 
 
-def fixed_batch(data_dir, n, imgsz):
-    """(images (n, 3, imgsz, imgsz) float 0-1 RGB, targets (N, 6) [image, class, x, y, w, h] normalised)."""
-    files = sorted((Path(data_dir) / "images" / "train2017").glob("*.jpg"))[:n]
-    if len(files) < n:
-        sys.exit(f"need {n} images in {data_dir}/images/train2017, found {len(files)}")
-    images, targets = [], []
-    for i, f in enumerate(files):
-        im = read_image(str(f))
-        h0, w0 = im.shape[:2]
-        im, (rw, rh), (pw, ph) = letterbox(im, imgsz, auto=False)
-        images.append(im[:, :, ::-1].transpose(2, 0, 1))  # BGR HWC -> RGB CHW
-        labels = parse_label_file(img2label_path(str(f)))[0]
-        for c, x, y, w, h in labels:  # normalised to the original image -> normalised to the letterbox
-            targets.append([i, c, (x * w0 * rw + pw) / imgsz, (y * h0 * rh + ph) / imgsz,
-                            w * w0 * rw / imgsz, h * h0 * rh / imgsz])
-    imgs = torch.from_numpy(np.ascontiguousarray(np.stack(images))).float() / 255
-    return imgs, torch.tensor(targets, dtype=torch.float32)
+class Step:
+    """Model + loss + optimizer of one side; `flavour` is 'ours', 'baseline' or 'upstream'."""
 
+    def __init__(self, flavour, cfg, imgsz, batch_size, hyp, threads):
+        import torch
+        import yaml
+        if threads:
+            torch.set_num_threads(threads)
+        self.torch, self.flavour, self.imgsz, self.batch_size = torch, flavour, imgsz, batch_size
+        with open(hyp) as f:
+            self.hyp = yaml.safe_load(f)
+        import models.yolo
+        from models.yolo import Model
+        torch.manual_seed(0)  # each side builds from its own yaml; ours' weights are copied over in start()
+        self.model = Model(str(Path(models.yolo.__file__).parent / f"{cfg}.yaml"), nc=80).train()
+        self.imgs = self.targets = None
 
-def to_channels_last(model):
-    """Experiment only (--channels-last): store the 4-d weights channels-last, in place.
+    def fixed_batch(self, data_dir):
+        """(images (n, 3, s, s) float 0-1 RGB, targets (N, 6) normalised) built with our loader's pieces."""
+        import torch
+        from utils.augmentations import letterbox
+        from utils.image_files import img2label_path, read_image
+        from utils.label_checks import parse_label_file
+        files = sorted((Path(data_dir) / "images" / "train2017").glob("*.jpg"))[:self.batch_size]
+        if len(files) < self.batch_size:
+            raise SystemExit(f"need {self.batch_size} images in {data_dir}/images/train2017, found {len(files)}")
+        images, targets, s = [], [], self.imgsz
+        for i, f in enumerate(files):
+            im = read_image(str(f))
+            h0, w0 = im.shape[:2]
+            im, (rw, rh), (pw, ph) = letterbox(im, s, auto=False)
+            images.append(im[:, :, ::-1].transpose(2, 0, 1))  # BGR HWC -> RGB CHW
+            for c, x, y, w, h in parse_label_file(img2label_path(str(f)))[0]:
+                targets.append([i, c, (x * w0 * rw + pw) / s, (y * h0 * rh + ph) / s, w * w0 * rw / s, h * h0 * rh / s])
+        imgs = torch.from_numpy(np.ascontiguousarray(np.stack(images))).float() / 255
+        return imgs, torch.tensor(targets, dtype=torch.float32)
 
-    Tensor by tensor, because model.to(memory_format=...) also maps Detect's cached 5-d grids."""
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 4:
-                p.data = p.data.contiguous(memory_format=torch.channels_last)
-    return model
+    def state_dict(self):
+        return {k: v.clone() for k, v in self.model.state_dict().items()}
 
+    def start(self, imgs, targets, state_dict):
+        """Load the shared weights and batch, then build this side's training configuration."""
+        self.model.load_state_dict(state_dict)
+        self.imgs, self.targets = imgs, targets
+        if self.flavour == "upstream":
+            self._upstream_setup()
+        else:
+            self._our_setup()
+        return True
 
-class TrainStep:
-    """Model + loss + optimizer of one configuration, seeded so every configuration starts equal."""
-
-    def __init__(self, opt, cfg, optimised):
-        if opt.threads:
-            torch.set_num_threads(opt.threads)
-        with open(opt.hyp) as f:
-            hyp = yaml.safe_load(f)
-        self.imgs, self.targets = fixed_batch(opt.data_dir, opt.batch_size, opt.imgsz)
-        torch.manual_seed(0)
-        self.model = Model(str(REPO / "yolov5" / "models" / f"{cfg}.yaml"), nc=80).train()
-        if optimised:
+    def _our_setup(self):
+        from utils.cpu_speed import optimise_for_training
+        from utils.loss import ComputeLoss, scale_loss_gains
+        from utils.optim import accumulate_steps, build_optimizer
+        if self.flavour == "ours":
             optimise_for_training(self.model, "cpu")
-            if opt.channels_last:
-                to_channels_last(self.model)
-        self.model.hyp = scale_loss_gains(hyp, self.model.model[-1].nl, 80, opt.imgsz)
+        self.model.hyp = scale_loss_gains(self.hyp, self.model.model[-1].nl, 80, self.imgsz)
         self.compute_loss = ComputeLoss(self.model)
-        self.optimizer = build_optimizer(self.model, hyp, opt.batch_size, accumulate_steps(opt.batch_size))
-        self.forward = torch.compile(self.model) if optimised and opt.compile else self.model
+        self.optimizer = build_optimizer(self.model, self.hyp, self.batch_size, accumulate_steps(self.batch_size))
 
-    def __call__(self):
-        """One training iteration -> (seconds per phase, minor page faults, loss items, peak RSS in MiB)."""
+    def _upstream_setup(self):
+        """What upstream train.py does before its loop, for this model and batch size."""
+        import torch.nn as nn
+        from utils.loss import ComputeLoss
+        nl, hyp = self.model.model[-1].nl, dict(self.hyp)
+        hyp["box"] *= 3 / nl
+        hyp["cls"] *= 80 / 80 * 3 / nl
+        hyp["obj"] *= (self.imgsz / 640) ** 2 * 3 / nl
+        hyp["label_smoothing"] = 0.0
+        self.model.nc, self.model.hyp, self.model.gr = 80, hyp, 1.0
+        accumulate = max(round(64 / self.batch_size), 1)
+        decay = hyp["weight_decay"] * self.batch_size * accumulate / 64
+        bn_weights, weights, biases = [], [], []
+        for m in self.model.modules():
+            if isinstance(getattr(m, "bias", None), nn.Parameter):
+                biases.append(m.bias)
+            if isinstance(m, nn.BatchNorm2d):
+                bn_weights.append(m.weight)
+            elif isinstance(getattr(m, "weight", None), nn.Parameter):
+                weights.append(m.weight)
+        self.optimizer = self.torch.optim.SGD(bn_weights, lr=hyp["lr0"], momentum=hyp["momentum"], nesterov=True)
+        self.optimizer.add_param_group({"params": weights, "weight_decay": decay})
+        self.optimizer.add_param_group({"params": biases})
+        self.compute_loss = ComputeLoss(self.model)
+
+    def step(self):
+        """One iteration -> (seconds per phase, minor page faults, loss items, peak RSS in MiB)."""
         f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         t = [time.perf_counter()]
-        pred = self.forward(self.imgs)
+        pred = self.model(self.imgs)
         t.append(time.perf_counter())
         loss, loss_items = self.compute_loss(pred, self.targets)
         t.append(time.perf_counter())
@@ -125,115 +135,78 @@ class TrainStep:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return np.diff(t).tolist(), usage.ru_minflt - f0, loss_items.tolist(), usage.ru_maxrss / 1024
 
-
-def serve(conn, opt, cfg, optimised):
-    """Worker process: build one configuration, then run one iteration per request."""
-    logging.getLogger("yolov5").setLevel(logging.WARNING)
-    step = TrainStep(opt, cfg, optimised)
-    conn.send("ready")
-    while conn.recv() == "step":
-        conn.send(step())
-
-
-class Runner:
-    """One configuration in its own process (spawned: a fresh allocator and torch state)."""
-
-    def __init__(self, ctx, opt, cfg, optimised):
-        self.optimised = optimised
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=serve, args=(child, opt, cfg, optimised), daemon=True)
-        self.proc.start()
-        if self._recv() != "ready":
-            raise RuntimeError("benchmark worker failed to start")
-        self.times, self.faults, self.losses, self.peak_mib = [], [], [], 0.0
-
-    def _recv(self):
-        """The worker's next message; an error instead of a hang if the worker died (its traceback is above)."""
-        while not self.conn.poll(1.0):
-            if not self.proc.is_alive():
-                sys.exit(f"benchmark worker exited with code {self.proc.exitcode}")
-        return self.conn.recv()
-
-    def step(self):
-        self.conn.send("step")
-        times, faults, loss_items, self.peak_mib = self._recv()
-        self.times.append(times)
-        self.faults.append(faults)
-        self.losses.append(loss_items)
-        return sum(times)
-
-    def close(self):
-        self.conn.send("stop")
-        self.proc.join(timeout=30)
+    def profile(self, iterations):
+        """The operators with the most self CPU time over `iterations` steps, as a table."""
+        from torch.profiler import ProfilerActivity, profile
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(iterations):
+                self.step()
+        return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
 
 
-def print_row(cfg, runner, warmup, label):
-    times = np.array(runner.times[warmup:])
-    phases = [float(np.median(times[:, k])) for k in range(len(PHASES))]
-    total = float(np.median(times.sum(1)))
-    up = UPSTREAM_S.get(cfg)
-    vs = f"{total / up[0]:.2f} / {total / up[1]:.2f}" if up else "-"
-    faults = int(np.median(runner.faults[warmup:]))
-    print(f"{cfg:8s} {label:9s} " + " ".join(f"{p:8.3f}" for p in phases)
-          + f" {total:8.3f} {faults:8d} {runner.peak_mib:8.0f}   {vs}")
-    return total
+def measure(opt, cfg, imgsz, workdir):
+    names = ["ours"] + (["baseline"] if opt.baseline else []) + ["upstream"]
+    roots = {"ours": side_by_side.OURS, "baseline": side_by_side.OURS,
+             "upstream": side_by_side.prepared_upstream(opt.upstream, workdir)}
+    kw = dict(cfg=cfg, imgsz=imgsz, batch_size=opt.batch_size, hyp=opt.hyp, threads=opt.threads)
+    sides = [side_by_side.Worker(n, roots[n], "train_step", "Step", upstream=n == "upstream", flavour=n, **kw)
+             for n in names]
+    imgs, targets = sides[0].call("fixed_batch", opt.data_dir)
+    weights = sides[0].call("state_dict")
+    for s in sides:
+        s.call("start", imgs, targets, weights)
+    records = {s.name: [] for s in sides}
+    side_by_side.alternate(sides, opt.warmup + opt.iters, lambda s, r: records[s.name].append(s.call("step")))
+    totals = {}
+    for s in sides:
+        rec = records[s.name][opt.warmup:]
+        times = np.array([r[0] for r in rec])
+        totals[s.name] = times.sum(1)
+        phases = [float(np.median(times[:, k])) for k in range(len(PHASES))]
+        faults, peak = int(np.median([r[1] for r in rec])), rec[-1][3]
+        print(f"{cfg:8s} {imgsz:5d} {s.name:9s} " + " ".join(f"{p:8.3f}" for p in phases)
+              + f" {float(np.median(totals[s.name])):8.3f} {faults:8d} {peak:8.0f}")
+    first = {n: np.array(records[n][0][2]) for n in names}
+    differ = np.abs(first["ours"] - first["upstream"]).max() / np.abs(first["upstream"]).max()
+    ratio = statistics.median(totals["ours"] / totals["upstream"])
+    print(f"{cfg:8s} {imgsz:5d} ours / upstream time per iteration: {ratio:.3f} (median of per-round ratios; "
+          f"target <= {TARGET_RATIO}); first-step loss items differ by {differ:.1e} relative")
+    if opt.profile:
+        for s in sides:
+            print(f"--- {cfg} {imgsz} {s.name}: top operators by self CPU time over {opt.profile} iterations")
+            print(s.call("profile", opt.profile))
+    for s in sides:
+        s.close()
+    return ratio
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cfg", nargs="+", default=["yolov5n", "yolov5s"])
-    ap.add_argument("--imgsz", type=int, default=320)
+    side_by_side.add_upstream_argument(ap)
+    ap.add_argument("--cfg", nargs="+", default=["yolov5n"])
+    ap.add_argument("--imgsz", nargs="+", type=int, default=[320])
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--iters", type=int, default=10, help="timed iterations")
+    ap.add_argument("--iters", type=int, default=10, help="timed iterations per side")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-    ap.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "coco128"))
+    ap.add_argument("--data-dir", default=str(side_by_side.default_data_dir()))
     ap.add_argument("--hyp", default=str(REPO / "yolov5" / "data" / "hyps" / "hyp.scratch.yaml"))
-    mode = ap.add_mutually_exclusive_group()
-    mode.add_argument("--baseline", action="store_true", help="measure the model as built, no speed-ups")
-    mode.add_argument("--compare", action="store_true", help="baseline and optimised side by side")
-    ap.add_argument("--channels-last", action="store_true", help="experiment: channels-last weights (optimised)")
-    ap.add_argument("--compile", action="store_true", help="experiment: torch.compile the optimised model")
+    ap.add_argument("--baseline", action="store_true", help="also our model as built, without the CPU speed-ups")
+    ap.add_argument("--profile", type=int, default=0, metavar="N", help="profile N more iterations of each side")
     opt = ap.parse_args()
-    if opt.baseline and (opt.channels_last or opt.compile):
-        ap.error("--channels-last and --compile apply to the optimised configuration, not to --baseline")
-    if opt.compile and not hasattr(torch, "compile"):
-        ap.error(f"torch {torch.__version__} has no torch.compile")
     if opt.iters < 1 or opt.warmup < 0:
         ap.error("--iters must be >= 1 and --warmup >= 0")
-
-    mode_name = "compare" if opt.compare else "baseline" if opt.baseline else "optimised"
-    mode_name += "".join(f" +{x}" for x, on in (("channels-last", opt.channels_last), ("compile", opt.compile)) if on)
-    threads = opt.threads or torch.get_num_threads()
-    print(f"settings: {mode_name}, imgsz {opt.imgsz}, batch {opt.batch_size}, fp32 CPU, {opt.warmup} warm-up + "
-          f"{opt.iters} timed iterations, {Path(opt.hyp).name}, SGD at lr0, torch {torch.__version__}, "
-          f"{threads} threads, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
-    print(f"{'model':8s} {'config':9s} " + " ".join(f"{p:>8s}" for p in PHASES)
-          + f" {'total':>8s} {'faults':>8s} {'peak MiB':>8s}   vs upstream runs (target <= {TARGET_RATIO})")
-    ctx = mp.get_context("spawn")
-    for cfg in opt.cfg:
-        kinds = [False, True] if opt.compare else [not opt.baseline]
-        runners = [Runner(ctx, opt, cfg, optimised) for optimised in kinds]
-        if opt.compile:  # the compiling iteration, reported apart
-            t0 = time.perf_counter()
-            runners[-1].step()
-            print(f"{cfg:8s} torch.compile: first iteration {time.perf_counter() - t0:.1f} s")
-            runners[-1].times, runners[-1].faults = [], []
-        for k in range(opt.warmup + opt.iters):
-            for r in (runners if k % 2 == 0 else runners[::-1]):  # alternate the order: no position bias
-                r.step()
-        totals = [print_row(cfg, r, opt.warmup, "optimised" if r.optimised else "baseline") for r in runners]
-        if opt.compare:
-            base, fast = (np.array(r.times[opt.warmup:]).sum(1) for r in runners)
-            first = [np.array(r.losses[0]) for r in runners]
-            rel = np.abs(first[1] - first[0]).max() / np.abs(first[0]).max()
-            print(f"{cfg:8s} optimised / baseline: {statistics.median(fast / base):.3f} (median of per-round "
-                  f"ratios), {totals[1] / totals[0]:.3f} (ratio of medians); first-step loss items differ "
-                  f"by {rel:.1e} relative")
-        for r in runners:
-            r.close()
+    print(f"settings: batch {opt.batch_size}, fp32 CPU, {opt.warmup} warm-up + {opt.iters} timed iterations per "
+          f"side, alternating; {Path(opt.hyp).name}, data {opt.data_dir}; {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.2f}")
+    print(f"{'model':8s} {'imgsz':>5s} {'side':9s} " + " ".join(f"{p:>8s}" for p in PHASES)
+          + f" {'total':>8s} {'faults':>8s} {'peak MiB':>8s}   (median seconds per iteration)")
+    with side_by_side.scratch_dir("train_step_") as tmp:
+        for cfg in opt.cfg:
+            for imgsz in opt.imgsz:
+                measure(opt, cfg, imgsz, tmp)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
