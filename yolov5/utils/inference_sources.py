@@ -17,7 +17,7 @@ import numpy as np
 
 from utils.augmentations import letterbox
 from utils.errors import UserError
-from utils.image_files import IMG_FORMATS, VID_FORMATS, decode_image, has_suffix, printable
+from utils.image_files import IMG_FORMATS, VID_FORMATS, decode_image, has_suffix, open_video, printable
 
 
 class LoadImages:
@@ -88,7 +88,7 @@ class LoadImages:
 
     def new_video(self, path):
         self.frame = 0
-        self.cap = cv2.VideoCapture(path)
+        self.cap = open_video(path)
         self.frames = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT))
 
     def __len__(self):
