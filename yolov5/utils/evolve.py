@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from utils.disk_writes import append_text
 from utils.errors import UserError
 from utils.results_log import parse_csv_rows
 
@@ -173,8 +174,7 @@ def record_generation(results, hyp, save_dir):
             raise UserError(f"{evolve_csv} has columns for other hyperparameters; use a new --name or delete it")
         header = ""
     values = results + [hyp[k] for k in keys[len(RESULT_COLUMNS):]]
-    with open(evolve_csv, "a") as f:
-        f.write(header + ",".join("%20.5g" % float(v) for v in values) + "\n")
+    append_text(evolve_csv, header + ",".join("%20.5g" % float(v) for v in values) + "\n")
 
     columns, rows = read_evolve_csv(evolve_csv)
     best = int(np.argmax(_fitness(rows)))
