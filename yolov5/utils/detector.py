@@ -303,11 +303,12 @@ def run(weights=YOLO_ROOT / "yolov5s.pt", source=YOLO_ROOT / "data/images", imgs
     skipped = getattr(dataset, "skipped", [])
     if skipped:
         names_shown = ", ".join(printable(Path(f).name) for f in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
-        print(f"WARNING: {len(skipped)} of {dataset.nf} files skipped, they could not be decoded as images: "
+        print(f"WARNING: {len(skipped)} of {dataset.nf} files skipped, they could not be decoded: "
               f"{names_shown}")
         if not seen:
-            raise UserError(f"--source {printable(source)}: none of its {len(skipped)} image files could be "
-                            "decoded; check that they are intact images")
+            raise UserError(f"--source {printable(source)}: none of its {len(skipped)} files could be decoded "
+                            f"({', '.join(printable(Path(f).name) for f in skipped[:3])}); check that they are "
+                            "intact images or videos")
     t = tuple(x / max(seen, 1) * 1e3 for x in dt)
     print(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape {(1, 3, *imgsz)}" % t)
     if save_txt or save_img:
