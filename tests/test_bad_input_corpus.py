@@ -122,6 +122,11 @@ def png_header(w, h):
             + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr)) + b"\x00" * 64)
 
 
+def png_bytes(w, h):
+    import cv2
+    return cv2.imencode(".png", np.zeros((h, w, 3), np.uint8))[1].tobytes()
+
+
 def resumable_finished(c):
     """A finished run's folder: runs/train/weights/last.pt with epoch -1 (stripped), opt.yaml beside it."""
     run = c.root / "run"
@@ -268,6 +273,29 @@ CASES = [
     ("opt-val-task-test-missing", "val", lambda c: val_argv(c, c.dataset(), None, "--task", "test"), "exit2", "test"),
     ("opt-source-list-missing-entries", "detect", lambda c: detect_argv(c, (c.dataset(), c.file(
         "list.txt", f"{c.root}/data/images/good0.jpg\n{c.root}/gone.jpg\n"))[1]), "exit2", "gone.jpg"),
+    ("img-gbk-name-corrupt", "val", lambda c: (c.dataset(), c.image(os.fsdecode(b"\xb2\xe2.jpg"), b"broken"),
+                                               val_argv(c, c.root / "data.yaml"))[-1], "skip", "\ufffd\ufffd.jpg"),
+    ("img-one-pixel", "val", lambda c: (c.dataset(), c.image("dot.png", png_bytes(1, 1)),
+                                        val_argv(c, c.root / "data.yaml"))[-1], "skip", "dot.png"),
+    ("lbl-segment-odd-coords", "val", lambda c: (c.dataset(), c.label("seg", "0 0.1 0.1 0.5 0.1 0.5 0.5 0.3\n"),
+                                                 val_argv(c, c.root / "data.yaml"))[-1], "skip", "seg.jpg"),
+    ("resume-truncated-last", "train", lambda c: ["--resume", str((resumable_finished(c).write_bytes(
+        c.model_ckpt.read_bytes()[:3000]), c.root / "run" / "weights" / "last.pt")[1])], "exit2", "last.pt"),
+    ("opt-val-batch-zero", "val", lambda c: val_argv(c, c.dataset(), None, "--batch-size", "0"), "exit2", "--batch"),
+    ("opt-val-conf-negative", "val", lambda c: val_argv(c, c.dataset(), None, "--conf-thres", "-1"), "exit2", "--conf"),
+    ("opt-val-iou-above-one", "val", lambda c: val_argv(c, c.dataset(), None, "--iou-thres", "2"), "exit2", "--iou"),
+    ("opt-detect-max-det-zero", "detect", lambda c: detect_argv(c, c.dataset() and c.root / "data" / "images", None,
+                                                                "--max-det", "0"), "exit2", "--max-det"),
+    ("opt-device-index-missing", "train", lambda c: train_argv(c, c.dataset(), "--device", "7"), "exit2", "7"),
+    ("opt-label-smoothing-two", "train", lambda c: train_argv(c, c.dataset(), "--label-smoothing", "2"),
+     "exit2", "--label-smoothing"),
+    ("opt-freeze-negative", "train", lambda c: train_argv(c, c.dataset(), "--freeze", "-1"), "exit2", "--freeze"),
+    ("opt-patience-negative", "train", lambda c: train_argv(c, c.dataset(), "--patience", "-5"), "exit2", "--patience"),
+    ("opt-evolve-zero", "train", lambda c: train_argv(c, c.dataset(), "--evolve", "0"),
+     "exit2", "--evolve"),
+    ("hyp-negative-lr", "train", lambda c: (c.dataset(), train_argv(
+        c, c.root / "data.yaml", "--hyp", c.file("h.yaml", (YOLO_DIR / "data/hyps/hyp.scratch.yaml").read_text()
+                                                 .replace("lr0: 0.01", "lr0: -0.01"))))[-1], "exit2", "lr0"),
 ]
 
 CLI = {"data-yaml-bad-syntax", "ckpt-malicious-pickle", "ckpt-truncated"}  # also run as real subprocesses

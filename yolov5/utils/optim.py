@@ -80,6 +80,11 @@ def build_optimizer(model, hyp, batch_size, accumulate, adam=False):
     parameters stay in the optimizer (as upstream); they simply never receive gradients.
     """
     _require(hyp, ("lr0", "momentum", "weight_decay"), "the optimizer")
+    # torch's own check would be a bare ValueError traceback
+    for key, ok, rule in (("lr0", hyp["lr0"] >= 0, ">= 0"), ("weight_decay", hyp["weight_decay"] >= 0, ">= 0"),
+                          ("momentum", 0 <= hyp["momentum"] < 1, "in [0, 1)")):
+        if not ok:
+            raise UserError(f"hyperparameter {key}: {hyp[key]} must be {rule}; fix it in the --hyp yaml")
     norm_weights, weights, biases = split_parameters(model)
     decay = scaled_weight_decay(hyp["weight_decay"], batch_size, accumulate, nominal_batch_size(hyp))
     groups = [{"params": norm_weights, "weight_decay": 0.0},
