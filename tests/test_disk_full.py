@@ -100,3 +100,14 @@ def test_train_under_a_file_size_limit_stops_with_one_line_and_exit_2(tmp_path, 
                       "another --project) and run again (--resume continues from a saved last.pt)"]
     assert os.listdir(weights) == []
     assert read_results(weights.parent / "results.csv")[1].shape == (1, 14)  # the epoch's row is whole
+
+
+def test_a_failed_rewrite_keeps_the_old_run_file(tmp_path):
+    """opt.yaml is rewritten when a run resumes: a full disk then must not leave it empty."""
+    from utils.disk_writes import write_text
+    opt_yaml = tmp_path / "opt.yaml"
+    write_text(opt_yaml, "epochs: 3\n")
+    with file_size_limit(20), pytest.raises(UserError) as e:
+        write_text(opt_yaml, "epochs: 3\n" + "x: 1\n" * 20)
+    assert f"cannot write {opt_yaml}: File too large" in str(e.value)
+    assert opt_yaml.read_text() == "epochs: 3\n" and os.listdir(tmp_path) == ["opt.yaml"]

@@ -61,3 +61,23 @@ def _restore(path, old_size):
             os.truncate(path, old_size)
     except OSError:
         pass
+
+
+def write_text(path, text):
+    """Replace `path` with `text` atomically (temp file in the same folder, then rename): a failed
+    write leaves the old file whole, and is a UserError naming the folder."""
+    path = os.fspath(path)
+    folder = os.path.dirname(path) or "."
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+        os.replace(tmp, path)
+    except OSError as e:
+        _restore(tmp, None)
+        if write_failure(e) is None:
+            raise
+        raise UserError(f"cannot write {printable(path)}: {e.strerror} ({free_space(folder)} free in "
+                        f"{printable(folder)}); the previous file, if any, is unchanged. Free some space and "
+                        "run again") from None

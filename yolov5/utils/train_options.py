@@ -150,4 +150,5 @@ def resolve_resume(opt):
 def save_options(opt, path):
     """opt.yaml: every option as plain yaml, so --resume can restore the run."""
     data = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opt).items()}
-    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+    from utils.disk_writes import write_text
+    write_text(path, yaml.safe_dump(data, sort_keys=False))  # atomic: a resume must never find it cut short
