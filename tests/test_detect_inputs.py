@@ -51,7 +51,7 @@ def test_unreadable_images_are_skipped_with_a_warning_and_counted(weights, good_
     assert "label cache" not in out
     processed = [line.split(": ")[0] for line in out.splitlines() if line.startswith("image ") and "Done." in line]
     assert processed == [f"image 1/4 {folder / 'a_good.jpg'}", f"image 4/4 {folder / 'd_good.jpg'}"]
-    assert "WARNING: 2 of 4 files skipped, they could not be decoded as images: b_broken.jpg, c_empty.png" in out
+    assert "WARNING: 2 of 4 files skipped, they could not be decoded: b_broken.jpg, c_empty.png" in out
     assert sorted(p.name for p in save_dir.iterdir()) == ["a_good.jpg", "d_good.jpg"]
 
 
@@ -63,8 +63,8 @@ def test_a_source_with_no_readable_image_is_a_one_line_error(weights, tmp_path, 
         _detect([], weights, folder, tmp_path)
     assert stopped.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"ERROR: --source {folder}: none of its 1 image files could be decoded; check that they are "
-                   "intact images"]
+    assert err == [f"ERROR: --source {folder}: none of its 1 files could be decoded (x.jpg); check that they are "
+                   "intact images or videos"]
 
 
 @pytest.mark.parametrize("shape, width", [((320, 320, 3), 2), ((640, 640, 3), 2), ((720, 1280, 3), 3),

@@ -190,3 +190,30 @@ def test_optional_nominal_batch_size_in_hyp():
     assert accumulate_steps(16, nominal_batch_size({"nbs": 16})) == 1
     assert accumulate_steps(4, 16) == 4
     assert scaled_weight_decay(0.0005, 16, 1, 16) == 0.0005
+
+
+@pytest.mark.parametrize("linear_lr", [True, False])
+def test_lr_past_epochs_is_held_at_lrf(linear_lr):
+    """--iters can run epochs past --epochs: every iteration there trains at lr0 * lrf (never < 0).
+
+    Follows the trainer per iteration: warmup below nw, one scheduler step per epoch. 3 planned
+    epochs of 20 batches (warmup 100 iterations = 5 epochs) then 5 more epochs."""
+    epochs, nb, lrf = 3, 20, HYP["lrf"]
+    opt = build_optimizer(tiny_detector(), HYP, 16, 4)
+    lf = build_lr_lambda(lrf, epochs, linear_lr=linear_lr)
+    sched = build_scheduler(opt, lf)
+    nw = warmup_iterations(HYP["warmup_epochs"], nb)
+    after_planned = []
+    for epoch in range(epochs + 5):
+        for i in range(nb):
+            ni = i + nb * epoch
+            if ni <= nw:
+                warmup(ni, nw, opt, epoch, lf, HYP, 16)
+            lrs = [g["lr"] for g in opt.param_groups]
+            assert min(lrs) >= 0, (epoch, i, lrs)
+            if epoch > epochs and ni > nw:
+                after_planned.append(lrs)
+        opt.step()
+        sched.step()
+    assert after_planned == [[pytest.approx(0.01 * lrf, rel=1e-12)] * 3] * (nb * 3 - 1)
+    assert lf(epochs + 50) == pytest.approx(lrf) and lf(epochs) == pytest.approx(lrf)

@@ -59,6 +59,8 @@ def parse_opt(argv=None):
         opt.imgsz = opt.imgsz * 2
     elif len(opt.imgsz) != 2:
         p.error(f"--imgsz takes one value (square) or two (height width), got {len(opt.imgsz)}")
+    if opt.max_det < 1:
+        p.error(f"--max-det {opt.max_det}: must be at least 1 (detections kept per image)")
     if opt.line_thickness is not None and opt.line_thickness < 1:
         p.error(f"--line-thickness {opt.line_thickness}: must be at least 1 (pixels)")
     return opt

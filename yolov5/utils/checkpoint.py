@@ -10,9 +10,11 @@ upstream's loaders ignore extra keys.
 Loading never runs code from the file: torch.load gets the allow-list unpickler from
 utils.safe_pickle. Everything is mapped to CPU first; callers move the model to their device.
 Saving writes a temporary file in the target directory and renames it over the target only when
-complete, so an interrupted save leaves the previous checkpoint intact.
+complete, so an interrupted save leaves the previous checkpoint intact; a save refused by the file
+system (disk full, quota, `ulimit -f`, read-only) is a UserError naming the folder and the space needed.
 """
 import copy
+import errno
 import inspect
 import logging
 import os
@@ -26,7 +28,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from utils.disk_writes import free_space, write_failure
 from utils.errors import UserError
+from utils.printable import printable
 from utils.safe_pickle import SAFE_PICKLE_MODULE, ForbiddenGlobalError
 from utils.train_imgsz import TRAIN_IMGSZ_KEY
 
@@ -124,14 +128,50 @@ def save_checkpoint(obj, path):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
-        raise
+        failure = write_failure(e)
+        if failure is None:
+            raise
+        raise UserError(_save_failed_message(obj, path, failure)) from None
     _fsync_dir(path.parent)
     return path
+
+
+class _CountingSink:
+    """A write-only file that only counts bytes: the size a checkpoint needs, without disk."""
+
+    def __init__(self):
+        self.size = 0
+
+    def write(self, data):
+        self.size += len(data)
+        return len(data)
+
+    def flush(self):
+        pass
+
+
+def _save_failed_message(obj, path, failure):
+    sink = _CountingSink()
+    try:
+        torch.save(obj, sink)
+        need = f"{sink.size / 1e6:.1f} MB"
+    except Exception:  # the message matters more than the figure
+        need = "the checkpoint's size"
+    folder = printable(path.parent)
+    kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
+    if failure.errno == errno.EFBIG:
+        where = f"writing it in {folder} exceeds this process's file size limit (ulimit -f)"
+    elif failure.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f"{folder} needs {need} free, {free_space(path.parent)} are free"
+    else:
+        where = f"{folder}: {failure.strerror or failure}"
+    return (f"cannot save {printable(path)}: {where}; {kept}. Free some space (or choose another --project) "
+            "and run again (--resume continues from a saved last.pt)")
 
 
 def _fsync_dir(directory):

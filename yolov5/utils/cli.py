@@ -3,6 +3,8 @@ one-line summary of their options that v6.0 prints first (`train: weights=..., c
 import logging
 import sys
 
+from utils.printable import printable
+
 LOGGER = logging.getLogger("yolov5")
 
 
@@ -18,12 +20,19 @@ class _CurrentStdoutHandler(logging.StreamHandler):
         pass
 
 
+class _PrintableFormatter(logging.Formatter):
+    """Plain messages; undecodable file-name bytes shown as U+FFFD (they cannot be encoded)."""
+
+    def format(self, record):
+        return printable(super().format(record))
+
+
 def set_logging(rank=-1):
     """Plain messages of the "yolov5" logger on stdout: all on the main process, warnings only on
     the other ranks. Every module of ours logs through that one logger."""
     if not LOGGER.handlers:
         handler = _CurrentStdoutHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setFormatter(_PrintableFormatter("%(message)s"))
         LOGGER.addHandler(handler)
         LOGGER.propagate = False
     LOGGER.setLevel(logging.INFO if rank in (-1, 0) else logging.WARNING)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from utils.errors import UserError
+from utils.printable import printable
 
 # COCO category id of each of the 80 YOLO classes (COCO's ids run 1..90 with gaps).
 COCO80_TO_COCO91 = (
@@ -101,7 +102,8 @@ class CocoPredictionWriter:
         json_file.write_text(json.dumps(self.records))
         if self.assigned:
             id_file = json_file.with_name(json_file.stem + '_image_ids.json')
-            id_file.write_text(json.dumps(self.assigned, indent=1))
+            # stems of names that are not valid UTF-8 are shown with U+FFFD: JSON tools reject lone surrogates
+            id_file.write_text(json.dumps({printable(k): v for k, v in self.assigned.items()}, indent=1))
         return json_file
 
 
@@ -135,7 +137,7 @@ def evaluate_coco_json(anno_json, pred_json, img_ids=None, backend='auto', verbo
     annotations = _load_json(anno_json, 'annotation')  # clear error for a missing or broken file
     predictions = _load_json(pred_json, 'predictions')
     if not predictions:
-        print(f"WARNING: {pred_json} holds no detections; COCO mAP is 0")
+        print(f"WARNING: {printable(pred_json)} holds no detections; COCO mAP is 0")
         return 0.0, 0.0
 
     with contextlib.redirect_stdout(io.StringIO()):  # loading chatter, not results

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import torch
 
 from utils.boxes import clip_coords, scale_coords, xywh2xyxy, xyxy2xywh
 from utils.errors import UserError
-from utils.image_files import IMG_FORMATS, VID_FORMATS, printable
+from utils.image_files import IMG_FORMATS, VID_FORMATS, is_printable, printable, write_image
 from utils.image_size import check_img_size
 from utils.model_files import find_weights
 from utils.nms import non_max_suppression
@@ -105,7 +107,7 @@ def save_one_box(xyxy, im, file=Path("im.jpg"), gain=1.02, pad=10, square=False,
         file = Path(file)
         file.parent.mkdir(parents=True, exist_ok=True)
         bgr = crop if BGR else crop[..., ::-1]  # files are always written in BGR order
-        cv2.imwrite(str(increment_path(file).with_suffix(".jpg")), np.ascontiguousarray(bgr))
+        write_image(increment_path(file).with_suffix(".jpg"), np.ascontiguousarray(bgr))
     return crop
 
 
@@ -133,27 +135,44 @@ def draw_and_crop(det, im0, names, style, crop_dir=None, stem="im"):
 
 
 class VideoSaver:
-    """One cv2.VideoWriter per batch slot, reopened whenever that slot's output path changes."""
+    """One cv2.VideoWriter per batch slot, reopened whenever that slot's output path changes.
+
+    OpenCV crashes on paths that are not valid UTF-8: such a video is written under a temporary
+    name in the system's temp folder and moved to its real path when the writer is released.
+    """
 
     def __init__(self, slots):
         self.paths, self.writers = [None] * slots, [None] * slots
+        self.temp = [None] * slots
 
     def write(self, i, save_path, frame, vid_cap):
         save_path = str(Path(save_path).with_suffix(".mp4"))
         if self.paths[i] != save_path:
-            if self.writers[i] is not None:
-                self.writers[i].release()
+            self._release(i)
             fps = vid_cap.get(cv2.CAP_PROP_FPS) if vid_cap is not None else 0
             fps = fps if fps and np.isfinite(fps) and fps > 0 else 30
             h, w = frame.shape[:2]
-            self.writers[i] = cv2.VideoWriter(save_path, cv2.VideoWriter_fourcc(*VIDEO_FOURCC), fps, (w, h))
+            target = save_path
+            if not is_printable(save_path):
+                # a fresh folder, so the file gets the usual mode (mkstemp's would be 0600)
+                target = os.path.join(tempfile.mkdtemp(prefix="yolov5-video-"), "video.mp4")
+                self.temp[i] = target
+            self.writers[i] = cv2.VideoWriter(target, cv2.VideoWriter_fourcc(*VIDEO_FOURCC), fps, (w, h))
             self.paths[i] = save_path
         self.writers[i].write(frame)
 
+    def _release(self, i):
+        if self.writers[i] is not None:
+            self.writers[i].release()
+            if self.temp[i] is not None:
+                if os.path.exists(self.temp[i]):
+                    shutil.move(self.temp[i], self.paths[i])
+                shutil.rmtree(os.path.dirname(self.temp[i]), ignore_errors=True)
+        self.writers[i], self.temp[i] = None, None
+
     def close(self):
-        for w in self.writers:
-            if w is not None:
-                w.release()
+        for i in range(len(self.writers)):
+            self._release(i)
 
 
 class _QuitRequested(Exception):
@@ -206,7 +225,8 @@ def run(weights=YOLO_ROOT / "yolov5s.pt", source=YOLO_ROOT / "data/images", imgs
     if view_img:
         reason = display_unavailable_reason()
         if reason:
-            print(f"WARNING: --view-img: cannot show a window here: {reason}; results are still saved to {save_dir}")
+            print(f"WARNING: --view-img: cannot show a window here: {reason}; results are still saved to "
+                  f"{printable(save_dir)}")
             view_img = False
     dataset = open_source(source, imgsz, stride)
     streaming = dataset.mode == "stream"
@@ -263,12 +283,12 @@ def run(weights=YOLO_ROOT / "yolov5s.pt", source=YOLO_ROOT / "data/images", imgs
                 print(f"{printable(s)}Done. ({t3 - t2:.3f}s)")
 
                 if view_img:
-                    cv2.imshow(str(p), im0)
+                    cv2.imshow(printable(p), im0)
                     if cv2.waitKey(1) == ord("q"):  # upstream: q closes a live view
                         raise _QuitRequested
                 if save_img:
                     if dataset.mode == "image":
-                        cv2.imwrite(save_path, im0)
+                        write_image(save_path, im0)
                     else:
                         videos.write(i, save_path, im0, vid_cap)
     except _QuitRequested:
@@ -283,17 +303,18 @@ def run(weights=YOLO_ROOT / "yolov5s.pt", source=YOLO_ROOT / "data/images", imgs
     skipped = getattr(dataset, "skipped", [])
     if skipped:
         names_shown = ", ".join(printable(Path(f).name) for f in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
-        print(f"WARNING: {len(skipped)} of {dataset.nf} files skipped, they could not be decoded as images: "
+        print(f"WARNING: {len(skipped)} of {dataset.nf} files skipped, they could not be decoded: "
               f"{names_shown}")
         if not seen:
-            raise UserError(f"--source {printable(source)}: none of its {len(skipped)} image files could be "
-                            "decoded; check that they are intact images")
+            raise UserError(f"--source {printable(source)}: none of its {len(skipped)} files could be decoded "
+                            f"({', '.join(printable(Path(f).name) for f in skipped[:3])}); check that they are "
+                            "intact images or videos")
     t = tuple(x / max(seen, 1) * 1e3 for x in dt)
     print(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape {(1, 3, *imgsz)}" % t)
     if save_txt or save_img:
         n_labels = len(list(save_dir.glob("labels/*.txt")))
         extra = f"\n{n_labels} labels saved to {save_dir / 'labels'}" if save_txt else ""
-        print(f"Results saved to {save_dir}{extra}")
+        print(printable(f"Results saved to {save_dir}{extra}"))
     if update:
         from utils.checkpoint import strip_optimizer
         for w in weight_files:

@@ -19,7 +19,8 @@ def exit_on_user_error(main):
         try:
             return main(*args, **kwargs)
         except UserError as e:
-            print(f"ERROR: {e}", file=sys.stderr)
+            from utils.printable import printable
+            print(printable(f"ERROR: {e}"), file=sys.stderr)
             raise SystemExit(2)
 
     return wrapper

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from utils.disk_writes import append_text, write_text
 from utils.errors import UserError
 from utils.results_log import parse_csv_rows
 
@@ -173,20 +174,18 @@ def record_generation(results, hyp, save_dir):
             raise UserError(f"{evolve_csv} has columns for other hyperparameters; use a new --name or delete it")
         header = ""
     values = results + [hyp[k] for k in keys[len(RESULT_COLUMNS):]]
-    with open(evolve_csv, "a") as f:
-        f.write(header + ",".join("%20.5g" % float(v) for v in values) + "\n")
+    append_text(evolve_csv, header + ",".join("%20.5g" % float(v) for v in values) + "\n")
 
     columns, rows = read_evolve_csv(evolve_csv)
     best = int(np.argmax(_fitness(rows)))
     n_results = len(RESULT_COLUMNS)
     best_hyp = {k: float(v) for k, v in zip(columns[n_results:], rows[best, n_results:])}
-    with open(evolve_yaml, "w") as f:
-        f.write("# YOLOv5 hyperparameter evolution results\n"
-                f"# Best generation: {best}\n"
-                f"# Last generation: {len(rows) - 1}\n"
-                "# " + ", ".join("%20s" % k for k in RESULT_COLUMNS) + "\n"
-                "# " + ", ".join("%20.5g" % v for v in rows[best, :n_results]) + "\n\n")
-        yaml.safe_dump(best_hyp, f, sort_keys=False)
+    write_text(evolve_yaml, "# YOLOv5 hyperparameter evolution results\n"
+               f"# Best generation: {best}\n"
+               f"# Last generation: {len(rows) - 1}\n"
+               "# " + ", ".join("%20s" % k for k in RESULT_COLUMNS) + "\n"
+               "# " + ", ".join("%20.5g" % v for v in rows[best, :n_results]) + "\n\n"
+               + yaml.safe_dump(best_hyp, sort_keys=False))  # atomic: the best so far is never lost
     return best
 
 

@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 import torch
 
+from utils.image_files import write_image
+
 TILE = 96  # pixels per channel tile (long side)
 COLUMNS = 8
 
@@ -41,7 +43,7 @@ def feature_visualization(x, module_type, stage, n=32, save_dir=Path("runs/detec
         sheet[r * (th + 2) + 1:r * (th + 2) + 1 + th, c * (tw + 2) + 1:c * (tw + 2) + 1 + tw] = tile
     f = Path(save_dir) / f"stage{stage}_{module_type.split('.')[-1]}_features.png"
     f.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(f), sheet)
+    write_image(f, sheet)
     return f
 
 

@@ -16,15 +16,11 @@ import numpy as np
 from PIL import Image
 
 from utils.errors import UserError
+from utils.printable import is_printable, printable  # noqa: F401 (printable: imported from here too)
 
 IMG_FORMATS = ("bmp", "jpg", "jpeg", "png", "tif", "tiff", "dng", "webp", "mpo")
 VID_FORMATS = ("mov", "avi", "mp4", "mpg", "mpeg", "m4v", "wmv", "mkv")
 EXIF_ORIENTATION = 0x0112
-
-
-def printable(path) -> str:
-    """A path safe to print: undecodable bytes of non-UTF-8 names shown as U+FFFD."""
-    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def has_suffix(path: str, formats) -> bool:
@@ -112,3 +108,36 @@ def read_image(path) -> np.ndarray:
         raise UserError(f"cannot decode image {printable(path)} (deleted or changed since the label "
                         f"cache was built?)")
     return im
+
+
+def write_image(path, im) -> None:
+    """Encode `im` (BGR) by the suffix of `path` and write the file; names need not be valid UTF-8
+    (cv2.imwrite crashes the process on such a str, so OpenCV only sees the image here)."""
+    path = str(path)
+    ok, buf = cv2.imencode("." + path.rpartition(".")[2] if "." in os.path.basename(path) else ".jpg", im)
+    if not ok:
+        raise UserError(f"cannot encode an image for {printable(path)}; use a .jpg or .png name")
+    with open(path, "wb") as f:
+        f.write(buf.tobytes())
+
+
+def open_video(path):
+    """cv2.VideoCapture of a video file, also when its name is not valid UTF-8.
+
+    OpenCV crashes on such a str, so the file is opened here and OpenCV reads it through the
+    name /proc gives the descriptor (Linux); elsewhere the user is asked to rename the file.
+    """
+    path = str(path)
+    if is_printable(path):
+        return cv2.VideoCapture(path)
+    if not os.path.isdir("/proc/self/fd"):
+        raise UserError(f"video {printable(path)}: OpenCV cannot open files whose name is not valid UTF-8 "
+                        "on this system; rename it")
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return cv2.VideoCapture()  # not opened: the caller reports it as for any missing video
+    try:
+        return cv2.VideoCapture(f"/proc/self/fd/{fd}")  # OpenCV opens its own descriptor
+    finally:
+        os.close(fd)

@@ -17,7 +17,7 @@ import numpy as np
 
 from utils.augmentations import letterbox
 from utils.errors import UserError
-from utils.image_files import IMG_FORMATS, VID_FORMATS, decode_image, has_suffix, printable
+from utils.image_files import IMG_FORMATS, VID_FORMATS, decode_image, has_suffix, open_video, printable
 
 
 class LoadImages:
@@ -41,7 +41,7 @@ class LoadImages:
         self.video_flag = [False] * len(images) + [True] * len(videos)
         self.mode = "image"
         self.cap, self.frame, self.frames = None, 0, 0
-        self.skipped = []  # image files that could not be decoded
+        self.skipped = []  # image and video files that could not be decoded
         if videos:
             self.new_video(videos[0])
         if self.nf == 0:
@@ -70,6 +70,10 @@ class LoadImages:
         self.mode = "video"
         ok, img0 = self.cap.read()
         while not ok:  # this video is finished: move on to the next one
+            if self.frame == 0:  # not one frame: not openable or not a video; say so instead of passing silently
+                self.skipped.append(path)
+                print(f"WARNING: video {self.count + 1}/{self.nf} {printable(path)}: cannot open or decode it "
+                      "(damaged or not a video); skipped")
             self.count += 1
             self.cap.release()
             if self.count == self.nf:
@@ -88,7 +92,7 @@ class LoadImages:
 
     def new_video(self, path):
         self.frame = 0
-        self.cap = cv2.VideoCapture(path)
+        self.cap = open_video(path)
         self.frames = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT))
 
     def __len__(self):

@@ -11,6 +11,8 @@ Behaviour of upstream v6.0 (compat-v6.md 7.2-7.4), with these documented choices
   For the standard models the groups are identical (yolov5s: 57 / 60 / 60).
 * `--linear-lr` uses v6.1's lf(x) = (1 - x/epochs)(1 - lrf) + lrf. v6.0 divided by (epochs - 1),
   which crashes with --epochs 1 (0/0) and never reaches lrf, unlike the cosine schedule.
+* Past `--epochs` (only `--iters` trains there) both schedules hold their final value lrf, so
+  the rate stays lr0 * lrf instead of going negative (linear) or rising again (cosine).
 * Minimum warmup is 100 iterations (v6.2 #6768) instead of v6.0's 1000: on small datasets 1000
   iterations is the whole run (coco128 at bs 16 has 8 batches per epoch, i.e. 125 epochs of warmup),
   so a short demo would never train at its real learning rate.
@@ -78,6 +80,11 @@ def build_optimizer(model, hyp, batch_size, accumulate, adam=False):
     parameters stay in the optimizer (as upstream); they simply never receive gradients.
     """
     _require(hyp, ("lr0", "momentum", "weight_decay"), "the optimizer")
+    # torch's own check would be a bare ValueError traceback
+    for key, ok, rule in (("lr0", hyp["lr0"] >= 0, ">= 0"), ("weight_decay", hyp["weight_decay"] >= 0, ">= 0"),
+                          ("momentum", 0 <= hyp["momentum"] < 1, "in [0, 1)")):
+        if not ok:
+            raise UserError(f"hyperparameter {key}: {hyp[key]} must be {rule}; fix it in the --hyp yaml")
     norm_weights, weights, biases = split_parameters(model)
     decay = scaled_weight_decay(hyp["weight_decay"], batch_size, accumulate, nominal_batch_size(hyp))
     groups = [{"params": norm_weights, "weight_decay": 0.0},
@@ -94,15 +101,21 @@ def build_optimizer(model, hyp, batch_size, accumulate, adam=False):
 
 
 def one_cycle(y1=0.0, y2=1.0, steps=100):
-    """Half a cosine from y1 at x=0 to y2 at x=steps (the default v6.0 schedule uses 1 -> lrf)."""
+    """Half a cosine from y1 at x=0 to y2 at x=steps, then held at y2 (the default schedule: 1 -> lrf).
+
+    Held because `--iters` may run epochs past `--epochs`: the cosine would climb back towards y1.
+    """
     def lf(x):
+        x = min(x, steps)
         return ((1 - math.cos(x * math.pi / steps)) / 2) * (y2 - y1) + y1
     return lf
 
 
 def linear(lrf, epochs):
-    """Straight line from 1 at x=0 to lrf at x=epochs (v6.1 denominator, see module docstring)."""
+    """Straight line from 1 at x=0 to lrf at x=epochs (v6.1 denominator, see module docstring), then
+    held at lrf: epochs that `--iters` adds past `--epochs` would otherwise get a negative rate."""
     def lf(x):
+        x = min(x, epochs)
         return (1 - x / epochs) * (1.0 - lrf) + lrf
     return lf
 

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 
 from utils.boxes import xywh2xyxy
+from utils.image_files import write_image
+from utils.printable import printable
 
 # 20 distinct BGR colours, cycled by class id.
 _PALETTE_HEX = ("FF3838 FF9D97 FF701F FFB21D CFD231 48F90A 92CC17 3DDB86 1A9334 00D4BB "
@@ -39,6 +41,7 @@ def draw_box(im, xyxy, label="", colour=(128, 128, 128), line_width=2):
     p2 = int(xyxy[2]), int(xyxy[3])
     cv2.rectangle(im, p1, p2, colour, thickness=line_width, lineType=cv2.LINE_AA)
     if label:
+        label = printable(label)  # OpenCV crashes on undecodable file-name bytes
         font_scale = max(line_width / 3, 0.35)
         thickness = max(line_width - 1, 1)
         (w, h), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
@@ -98,14 +101,14 @@ def plot_images(images, targets, paths=None, fname="images.jpg", names=None, max
                 draw_box(tile, box, label, class_colour(cls), line_width)
         mosaic[y0:y0 + cell_h, x0:x0 + cell_w] = tile[:cell_h, :cell_w]
         if paths is not None:
-            caption = Path(paths[i]).name[:40]
+            caption = printable(Path(paths[i]).name)[:40]
             cv2.putText(mosaic, caption, (x0 + 5, y0 + 15), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (220, 220, 220), 1,
                         cv2.LINE_AA)
         cv2.rectangle(mosaic, (x0, y0), (x0 + cell_w, y0 + cell_h), (255, 255, 255), 2)
 
     fname = Path(fname)
     fname.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(fname), mosaic)
+    write_image(fname, mosaic)
     return fname
 
 

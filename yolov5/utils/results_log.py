@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.disk_writes import append_text
 from utils.errors import UserError
 
 RESULTS_KEYS = (
@@ -46,8 +47,7 @@ def append_results(path, epoch, values):
     path = Path(path)
     line = format_row(epoch, values)
     header = "" if path.exists() else format_header()
-    with open(path, "a") as f:
-        f.write(header + line)
+    append_text(path, header + line)  # a failed write leaves no partial row
 
 
 def read_results(path):

@@ -18,7 +18,7 @@ import numpy as np
 
 from utils.augmentations import letterbox
 from utils.errors import UserError
-from utils.image_files import printable
+from utils.image_files import open_video, printable
 
 DEFAULT_FPS = 30.0  # used when a stream does not report its frame rate
 STREAM_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://")
@@ -40,7 +40,7 @@ def stream_list(source) -> list:
 
 def _open(source):
     """cv2.VideoCapture for a webcam index ('0') or a URL/file, or a UserError saying why not."""
-    cap = cv2.VideoCapture(int(source) if source.isnumeric() else source)
+    cap = cv2.VideoCapture(int(source)) if source.isnumeric() else open_video(source)
     if not cap.isOpened():
         what = f"webcam {source}" if source.isnumeric() else f"stream {printable(source)}"
         raise UserError(f"--source: cannot open {what} (check the index/URL and that the camera or "

@@ -8,6 +8,7 @@ says so once; results.csv holds the same numbers.
 import logging
 from pathlib import Path
 
+from utils.printable import is_printable, printable
 from utils.results_log import RESULTS_KEYS
 
 LOGGER = logging.getLogger("yolov5")
@@ -45,6 +46,11 @@ class TensorBoardLogger:
 
 def attach_tensorboard(callbacks, save_dir, prefix="TensorBoard: "):
     """Register a TensorBoardLogger on `callbacks`; returns it, or None (one warning) without tensorboard."""
+    if not is_printable(save_dir):  # TensorBoard encodes its file names as UTF-8 and would crash
+        LOGGER.warning(f"{prefix}the run folder {printable(save_dir)} has a name that is not valid UTF-8, which "
+                       "TensorBoard cannot write to, so no event files are written; the same numbers are in "
+                       "results.csv (use --project/--name with a UTF-8 name for TensorBoard)")
+        return None
     writer_class = _summary_writer_class()
     if writer_class is None:
         LOGGER.warning(f"{prefix}not installed, so no event files are written (pip install tensorboard); "

@@ -81,6 +81,8 @@ def check_values(opt):
         (opt.iters == 0 or opt.iters < -1, "--iters N needs N >= 1"),
         (opt.freeze < 0, "--freeze cannot be negative"),
         (not 0.0 <= opt.label_smoothing < 1.0, "--label-smoothing must be in [0, 1)"),
+        (opt.patience < 0, "--patience cannot be negative (0 disables early stopping)"),
+        (opt.evolve is not None and opt.evolve < 1, "--evolve N needs N >= 1 generations"),
     ]
     for failed, message in checks:
         if failed:
@@ -148,4 +150,5 @@ def resolve_resume(opt):
 def save_options(opt, path):
     """opt.yaml: every option as plain yaml, so --resume can restore the run."""
     data = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opt).items()}
-    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+    from utils.disk_writes import write_text
+    write_text(path, yaml.safe_dump(data, sort_keys=False))  # atomic: a resume must never find it cut short

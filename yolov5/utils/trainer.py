@@ -33,6 +33,7 @@ from tqdm import tqdm
 from utils.callbacks import Callbacks
 from utils.checkpoint import save_checkpoint, strip_optimizer
 from utils.cpu_speed import optimise_for_training
+from utils.disk_writes import write_text
 from utils.early_stop import EarlyStopping
 from utils.ema import ModelEMA
 from utils.errors import UserError
@@ -128,7 +129,7 @@ class Trainer:
         self.val_loader = None
         if self.main_process:  # the data checked out: now the run directory is made
             self.weights_dir.mkdir(parents=True, exist_ok=True)
-            (self.save_dir / "hyp.yaml").write_text(yaml.safe_dump(hyp, sort_keys=False))
+            write_text(self.save_dir / "hyp.yaml", yaml.safe_dump(hyp, sort_keys=False))
             save_options(opt, self.save_dir / "opt.yaml")
             if not opt.skip:
                 self.val_loader = create_dataloader(

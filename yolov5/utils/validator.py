@@ -30,6 +30,7 @@ from utils.model_files import find_weights
 from utils.metrics import ConfusionMatrix, match_predictions, summarize_stats
 from utils.nms import non_max_suppression
 from utils.plots import output_to_target, plot_images
+from utils.printable import printable
 from utils.progress import progress_kwargs
 from utils.train_imgsz import resolve_imgsz
 
@@ -258,8 +259,8 @@ def _validate(model, dataloader, data, nc, dev, half, amp, training, conf_thres,
 
     model.float()
     if not training:
-        print(f"Results saved to {save_dir}" + (f", {len(list(save_dir.glob('labels/*.txt')))} labels"
-                                                if save_txt else ""))
+        print(f"Results saved to {printable(save_dir)}" + (f", {len(list(save_dir.glob('labels/*.txt')))} labels"
+                                                           if save_txt else ""))
     val_losses = (loss.cpu() / max(len(dataloader), 1)).tolist()
     return (float(mp), float(mr), float(map50), float(map_), *val_losses), summary.maps, per_image_ms
 
@@ -306,10 +307,10 @@ class _CocoExport:
         from utils.coco_json import evaluate_coco_json
         pred_json = self.writer.save(pred_json)
         if not self.writer.records:
-            print(f"COCO evaluation skipped: no detections (wrote {pred_json})")
+            print(f"COCO evaluation skipped: no detections (wrote {printable(pred_json)})")
             return None
         if self.known_ids is None:
-            print(f"COCO evaluation skipped: {self.anno} not found (predictions saved to {pred_json})")
+            print(printable(f"COCO evaluation skipped: {self.anno} not found (predictions saved to {pred_json})"))
             return None
         print(f"\nEvaluating pycocotools mAP... saving {pred_json}...")
         img_ids = sorted({i for i in map(self.writer.image_id, split_files) if i in self.known_ids}) or None
