@@ -20,7 +20,8 @@ silently producing NaN weights (noticed at the next progress refresh, utils/loop
 host sync per iteration); under DDP, stop requests and non-finite losses are agreed on by all
 ranks at those refresh points, so no rank is left waiting in a collective, the logged and
 results.csv train losses are the mean over ranks, and batches that only accumulate gradients
-skip DDP's all-reduce (no_sync).
+skip DDP's all-reduce (no_sync). Under DDP every rank validates its share of the validation
+batches with rank 0's EMA weights (utils/dist_val.py), with the metrics of a single process.
 """
 import logging
 import math
@@ -134,13 +135,15 @@ class Trainer:
             self.weights_dir.mkdir(parents=True, exist_ok=True)
             (self.save_dir / "hyp.yaml").write_text(yaml.safe_dump(hyp, sort_keys=False))
             save_options(opt, self.save_dir / "opt.yaml")
-            if not opt.skip:
-                self.val_loader = create_dataloader(
-                    self.data["val"], self.imgsz, self.batch_size * 2, self.gs, opt.single_cls, hyp=hyp,
-                    cache=None if opt.noval else opt.cache, rect=True, rank=-1, workers=opt.workers, pad=0.5,
-                    prefix="val: ", pin_memory=dev.pin_memory, nc=self.nc)[0]
             if not resume:
                 self._first_start_checks()
+        if not opt.skip:  # under DDP every rank validates a share of the batches (utils/dist_val.py)
+            with dev.local_zero_first():
+                if self.main_process or self.world_size > 1:
+                    self.val_loader = create_dataloader(
+                        self.data["val"], self.imgsz, self.batch_size * 2, self.gs, opt.single_cls, hyp=hyp,
+                        cache=None if opt.noval else opt.cache, rect=True, rank=-1, workers=opt.workers, pad=0.5,
+                        prefix="val: ", pin_memory=dev.pin_memory, nc=self.nc)[0]
         if self.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
             self.model = DDP(self.model, **dev.ddp_kwargs())
@@ -344,6 +347,8 @@ class Trainer:
         if complete:
             self.scheduler.step()
         self.stop_early = False
+        if complete and self.world_size > 1:
+            self._validate_distributed(epoch, iters_reached)
         if not self.main_process:
             return
         self.ema.update_attr(self.model)
@@ -353,7 +358,7 @@ class Trainer:
                 self._save(epoch - 1, is_best=False, interrupted=True)
             return
         final_epoch = epoch + 1 == self.epochs or self.stopper.possible_stop or iters_reached
-        if not opt.skip and (not opt.noval or final_epoch):
+        if self.world_size == 1 and not opt.skip and (not opt.noval or final_epoch):
             from utils.validator import run as validate
             self.results, self.maps, _ = validate(
                 self.data, batch_size=self.batch_size * 2, imgsz=self.imgsz, model=self.ema.ema,
@@ -369,6 +374,31 @@ class Trainer:
         if may_save and (not opt.nosave or final_epoch or self._stop_wanted()):
             self._save(epoch, is_best=fi == self.best_fitness)
             self.callbacks.run("on_model_save", self.last, epoch, final_epoch, self.best_fitness, fi)
+
+    def _validate_distributed(self, epoch, iters_reached):
+        """DDP: every rank validates its share of the batches with rank 0's EMA weights; all ranks get
+        the metrics a single process would compute. Runs on every rank or on none."""
+        opt = self.opt
+        final_epoch = epoch + 1 == self.epochs or self.stopper.possible_stop or iters_reached
+        if opt.skip or not self._agree(not opt.noval or final_epoch):
+            return
+        from utils.dist_val import broadcast_weights, shard_loader
+        from utils.validator import run as validate
+        if self.main_process:
+            model = self.ema.ema
+        else:  # rank 0 holds the EMA: a copy of the model receives its weights
+            if getattr(self, "_val_model", None) is None:
+                import copy
+                self._val_model = copy.deepcopy(de_parallel(self.model)).eval()
+            model = self._val_model
+        broadcast_weights(model)
+        if getattr(self, "_val_shard", None) is None:
+            self._val_shard = shard_loader(self.val_loader, self.rank, self.world_size)
+        self.results, self.maps, _ = validate(
+            self.data, batch_size=self.batch_size * 2, imgsz=self.imgsz, model=model, single_cls=opt.single_cls,
+            dataloader=self._val_shard, save_dir=self.save_dir, plots=False,
+            callbacks=self.callbacks if self.main_process else None, compute_loss=self.compute_loss,
+            device=self.device)
 
     def _save(self, epoch, is_best, interrupted=False):
         loop = {"scaler": self.scaler, "stopper": self.stopper, "iterations_done": self.iterations_done,
