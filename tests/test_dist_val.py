@@ -6,6 +6,7 @@ and 1 and depend on the order in which tied and near-tied detections are ranked.
 """
 import hashlib
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -101,3 +102,13 @@ def test_sharded_batches_cover_the_set_once():
     assert [len(s) for s in shards] == [2, 2, 2]
     assert sorted(i for s in shards for b in s for i in b) == list(range(16))
     assert shards[2][-1] == [15]  # batch 5, the short one
+
+
+def test_val_save_json_under_torchrun_is_refused(monkeypatch, capsys):
+    import val
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(SystemExit) as failed:
+        val.main(["--weights", "x.pt", "--device", "cpu", "--save-json"])
+    assert failed.value.code == 2 and "--save-json is not supported under torchrun" in capsys.readouterr().err

@@ -102,9 +102,28 @@ def _standalone_setup(data, weights, batch_size, imgsz, task, dev, single_cls, h
     nc = 1 if single_cls else int(data["nc"])
     loader = create_dataloader(data[split], imgsz, batch_size, gs, single_cls, pad=0.5, rect=True,
                                workers=workers, prefix=f"{split}: ", nc=nc, pin_memory=dev.pin_memory)[0]
-    save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
+    if dev.world_size > 1:  # torchrun: each rank validates a share of the batches (utils/dist_val.py)
+        loader, save_dir = _distributed_setup(dev, loader, project, name, exist_ok, save_txt)
+    else:
+        save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
     (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
     return model, data, loader, save_dir, nc, imgsz
+
+
+def _distributed_setup(dev, loader, project, name, exist_ok, save_txt):
+    """The process group, this rank's share of the loader, and rank 0's run directory for all."""
+    import torch.distributed as dist
+    from utils.dist_val import shard_loader
+    from utils.run_dir import increment_path
+    if not dist.is_initialized():
+        dev.init_distributed()
+    rank = dist.get_rank()
+    where = [None]
+    if rank == 0:
+        where[0] = increment_path(Path(project) / name, exist_ok=exist_ok)
+        (where[0] / "labels" if save_txt else where[0]).mkdir(parents=True, exist_ok=True)
+    dist.broadcast_object_list(where, 0)
+    return shard_loader(loader, rank, dev.world_size), Path(where[0])
 
 
 def run(data, weights=None, batch_size=32, imgsz=None, conf_thres=0.001, iou_thres=0.6, task="val", device="",
@@ -130,6 +149,9 @@ def run(data, weights=None, batch_size=32, imgsz=None, conf_thres=0.001, iou_thr
             print("Note: --half is ignored on CPU (FP16 convolutions are slow there); validating in FP32")
         half = dev.kind != "cpu" and (reduced_precision_on_accelerators() if half is None else bool(half))
         amp = False
+        if save_json and dev.world_size > 1:
+            raise UserError("--save-json is not supported under torchrun (the COCO json needs every rank's "
+                            "detections): run val.py as a single process for it")
         model, data, dataloader, save_dir, nc, imgsz = _standalone_setup(
             data, weights, batch_size, imgsz, task, dev, single_cls, half, workers, project, name, exist_ok,
             save_txt)
