@@ -108,6 +108,9 @@ class Trainer:
         self.ema = ModelEMA(self.model) if self.main_process else None
         self.stopper = EarlyStopping(patience=opt.patience)
         self.amp = dev.amp_default(opt.pyamp)
+        if self.amp and dev.is_accelerator:  # fp32 vs autocast on a fixed input (utils/amp_check.py)
+            from utils.amp_check import check_amp
+            self.amp = check_amp(self.model, dev)
         self.scaler = dev.make_grad_scaler(enabled=self.amp)
         if resume:
             self.best_fitness = restore_training(ckpt, self.model, self.ema, self.optimizer)
