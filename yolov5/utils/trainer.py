@@ -100,6 +100,12 @@ class Trainer:
         freeze_layers(self.model, opt.freeze)
         self.gs = max(int(self.model.stride.max()), 32)
         self.imgsz = check_img_size(opt.imgsz, self.gs, floor=self.gs * 2)
+        if opt.batch_size == -1:  # AutoBatch (utils/autobatch.py); opt.yaml records the size chosen
+            if self.world_size > 1:
+                raise UserError("--batch-size -1 (AutoBatch) works with one device; under torchrun give the "
+                                "total batch size")
+            from utils.autobatch import autobatch
+            opt.batch_size = autobatch(self.model, dev, self.imgsz)
         self.batch_size = opt.batch_size // self.world_size
         self.accumulate = accumulate_steps(opt.batch_size, nominal_batch_size(hyp))
         self.optimizer = build_optimizer(self.model, hyp, opt.batch_size, self.accumulate, adam=opt.adam)
