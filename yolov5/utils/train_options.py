@@ -63,6 +63,8 @@ def build_parser():
     p.add_argument("--iters", type=int, default=-1, help="stop after N training iterations (batches)")
     p.add_argument("--skip", action="store_true", help="skip validation and checkpoint writes (benchmark)")
     p.add_argument("--seed", type=int, default=0, help="global training seed")
+    p.add_argument("--channels-last", action="store_true",
+                   help="model and batches in channels_last (NHWC) layout on CUDA/MLU (recommended on MLU)")
     return p
 
 

@@ -98,6 +98,13 @@ class Trainer:
 
         self.model = optimise_for_training(dev.move(model), dev)  # CPU: keep freed memory (no page faults)
         freeze_layers(self.model, opt.freeze)
+        # NHWC suits MLU (CNNL convolutions prefer it); on CPU it measured slower, so it stays off there
+        self.layout = torch.contiguous_format
+        if getattr(opt, "channels_last", False) and not dev.is_accelerator:
+            LOGGER.warning("WARNING: --channels-last is ignored on CPU (slower there); training in NCHW")
+        elif getattr(opt, "channels_last", False):
+            self.model = self.model.to(memory_format=torch.channels_last)
+            self.layout = torch.channels_last
         self.gs = max(int(self.model.stride.max()), 32)
         self.imgsz = check_img_size(opt.imgsz, self.gs, floor=self.gs * 2)
         if opt.batch_size == -1:  # AutoBatch (utils/autobatch.py); opt.yaml records the size chosen
@@ -268,7 +275,7 @@ class Trainer:
             for i, (imgs, targets, paths, _) in bar:
                 self.callbacks.run("on_train_batch_start")
                 ni = i + self.nb * epoch
-                imgs = dev.move(imgs, non_blocking=True).float() / 255
+                imgs = dev.move(imgs, non_blocking=True).to(torch.float32, memory_format=self.layout) / 255
                 if ni <= self.nw:
                     accumulate = warmup(ni, self.nw, self.optimizer, epoch, self.lf, hyp, opt.batch_size)
                 if opt.multi_scale:
