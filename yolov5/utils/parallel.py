@@ -3,6 +3,8 @@
 Anything that reads model attributes (EMA, AutoAnchor, checkpoints) must look at the bare model:
 the wrapper hides attributes such as `yaml`, `stride` and the Detect layer behind `.module`.
 """
+import contextlib
+
 import torch.nn as nn
 
 _WRAPPERS = (nn.DataParallel, nn.parallel.DistributedDataParallel)
@@ -16,3 +18,11 @@ def is_parallel(model):
 def de_parallel(model):
     """The bare model: `model.module` for a DP/DDP wrapper, else `model` itself."""
     return model.module if is_parallel(model) else model
+
+
+def grad_sync(model, sync):
+    """Context for one forward/backward: with sync False, DDP skips its gradient all-reduce (the
+    gradients accumulate locally until a batch that steps the optimizer); otherwise a no-op."""
+    if not sync and isinstance(model, nn.parallel.DistributedDataParallel):
+        return model.no_sync()
+    return contextlib.nullcontext()

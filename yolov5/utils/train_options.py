@@ -26,7 +26,7 @@ def build_parser():
     p.add_argument("--data", type=str, default="data/coco128.yaml", help="dataset.yaml path or name")
     p.add_argument("--hyp", type=str, default="data/hyps/hyp.scratch.yaml", help="hyperparameters path")
     p.add_argument("--epochs", type=int, default=300)
-    p.add_argument("--batch-size", type=int, default=16, help="total batch size for all devices")
+    p.add_argument("--batch-size", type=int, default=16, help="total batch size for all devices; -1: AutoBatch (largest that fits 90%% of device memory)")
     p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="train, val image size (pixels)")
     p.add_argument("--rect", action="store_true", help="rectangular training")
     p.add_argument("--resume", nargs="?", const=True, default=False, help="resume most recent training")
@@ -63,6 +63,8 @@ def build_parser():
     p.add_argument("--iters", type=int, default=-1, help="stop after N training iterations (batches)")
     p.add_argument("--skip", action="store_true", help="skip validation and checkpoint writes (benchmark)")
     p.add_argument("--seed", type=int, default=0, help="global training seed")
+    p.add_argument("--channels-last", action="store_true",
+                   help="model and batches in channels_last (NHWC) layout on CUDA/MLU (recommended on MLU)")
     return p
 
 
@@ -74,7 +76,7 @@ def check_values(opt):
     """Reject option values that can only fail later, with a message naming the option."""
     checks = [
         (opt.epochs < 1 and not opt.resume, "--epochs must be at least 1"),
-        (opt.batch_size < 1, "--batch-size must be at least 1 (no autobatch in v6.0)"),
+        (opt.batch_size < 1 and opt.batch_size != -1, "--batch-size must be at least 1, or -1 for AutoBatch"),
         (opt.imgsz < 32, "--imgsz must be at least 32"),
         (opt.workers < 0, "--workers cannot be negative"),
         (opt.cache not in (None, "ram", "disk"), f"--cache {opt.cache!r}: use --cache ram or --cache disk"),

@@ -16,8 +16,12 @@ across epochs, so resumed runs then differ slightly. A stop in the middle of an 
 weights reached and the resumed run repeats that epoch from them (close, not bit-identical).
 
 Differences from v6.0 on purpose: a non-finite loss stops training with a clear error instead of
-silently producing NaN weights; under DDP, stop requests and non-finite losses are agreed on by
-all ranks each iteration, so no rank is left waiting in a collective.
+silently producing NaN weights (noticed at the next progress refresh, utils/loop_monitor.py: no
+host sync per iteration); under DDP, stop requests and non-finite losses are agreed on by all
+ranks at those refresh points, so no rank is left waiting in a collective, the logged and
+results.csv train losses are the mean over ranks, and batches that only accumulate gradients
+skip DDP's all-reduce (no_sync). Under DDP every rank validates its share of the validation
+batches with rank 0's EMA weights (utils/dist_val.py), with the metrics of a single process.
 """
 import logging
 import math
@@ -42,7 +46,8 @@ from utils.loss import ComputeLoss, scale_loss_gains
 from utils.metrics import fitness
 from utils.optim import (accumulate_steps, build_lr_lambda, build_optimizer, build_scheduler, nominal_batch_size,
                          warmup, warmup_iterations)
-from utils.parallel import de_parallel
+from utils.loop_monitor import LoopMonitor
+from utils.parallel import de_parallel, grad_sync
 from utils.progress import is_terminal, progress_kwargs
 from utils.results_log import append_results, plot_results
 from utils.seeds import epoch_seed, init_seeds
@@ -94,8 +99,21 @@ class Trainer:
 
         self.model = optimise_for_training(dev.move(model), dev)  # CPU: keep freed memory (no page faults)
         freeze_layers(self.model, opt.freeze)
+        # NHWC suits MLU (CNNL convolutions prefer it); on CPU it measured slower, so it stays off there
+        self.layout = torch.contiguous_format
+        if getattr(opt, "channels_last", False) and not dev.is_accelerator:
+            LOGGER.warning("WARNING: --channels-last is ignored on CPU (slower there); training in NCHW")
+        elif getattr(opt, "channels_last", False):
+            self.model = self.model.to(memory_format=torch.channels_last)
+            self.layout = torch.channels_last
         self.gs = max(int(self.model.stride.max()), 32)
         self.imgsz = check_img_size(opt.imgsz, self.gs, floor=self.gs * 2)
+        if opt.batch_size == -1:  # AutoBatch (utils/autobatch.py); opt.yaml records the size chosen
+            if self.world_size > 1:
+                raise UserError("--batch-size -1 (AutoBatch) works with one device; under torchrun give the "
+                                "total batch size")
+            from utils.autobatch import autobatch
+            opt.batch_size = autobatch(self.model, dev, self.imgsz)
         self.batch_size = opt.batch_size // self.world_size
         self.accumulate = accumulate_steps(opt.batch_size, nominal_batch_size(hyp))
         self.optimizer = build_optimizer(self.model, hyp, opt.batch_size, self.accumulate, adam=opt.adam)
@@ -104,6 +122,9 @@ class Trainer:
         self.ema = ModelEMA(self.model) if self.main_process else None
         self.stopper = EarlyStopping(patience=opt.patience)
         self.amp = dev.amp_default(opt.pyamp)
+        if self.amp and dev.is_accelerator:  # fp32 vs autocast on a fixed input (utils/amp_check.py)
+            from utils.amp_check import check_amp
+            self.amp = check_amp(self.model, dev)
         self.scaler = dev.make_grad_scaler(enabled=self.amp)
         if resume:
             self.best_fitness = restore_training(ckpt, self.model, self.ema, self.optimizer)
@@ -131,13 +152,15 @@ class Trainer:
             self.weights_dir.mkdir(parents=True, exist_ok=True)
             write_text(self.save_dir / "hyp.yaml", yaml.safe_dump(hyp, sort_keys=False))
             save_options(opt, self.save_dir / "opt.yaml")
-            if not opt.skip:
-                self.val_loader = create_dataloader(
-                    self.data["val"], self.imgsz, self.batch_size * 2, self.gs, opt.single_cls, hyp=hyp,
-                    cache=None if opt.noval else opt.cache, rect=True, rank=-1, workers=opt.workers, pad=0.5,
-                    prefix="val: ", pin_memory=dev.pin_memory, nc=self.nc)[0]
             if not resume:
                 self._first_start_checks()
+        if not opt.skip:  # under DDP every rank validates a share of the batches (utils/dist_val.py)
+            with dev.local_zero_first():
+                if self.main_process or self.world_size > 1:
+                    self.val_loader = create_dataloader(
+                        self.data["val"], self.imgsz, self.batch_size * 2, self.gs, opt.single_cls, hyp=hyp,
+                        cache=None if opt.noval else opt.cache, rect=True, rank=-1, workers=opt.workers, pad=0.5,
+                        prefix="val: ", pin_memory=dev.pin_memory, nc=self.nc)[0]
         if self.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
             self.model = DDP(self.model, **dev.ddp_kwargs())
@@ -148,6 +171,7 @@ class Trainer:
         bare.class_weights = labels_to_class_weights(self.dataset.labels, self.nc).to(dev.torch_device) * self.nc
         self.compute_loss = ComputeLoss(bare)
         self.nw = warmup_iterations(hyp["warmup_epochs"], self.nb)
+        self.monitor = LoopMonitor(dev, self.world_size)
         self.iterations_done, self.last_opt_step = 0, -1
         if resume:
             self.iterations_done, self.last_opt_step = restore_loop(ckpt, self.scaler, self.stopper,
@@ -238,8 +262,9 @@ class Trainer:
             update_image_weights(self.dataset, de_parallel(self.model).class_weights.cpu().numpy(), self.maps,
                                  self.nc)
         self.callbacks.run("on_train_epoch_start", epoch)
-        mloss = torch.zeros(3, device=dev.torch_device)
-        self.epoch_loss = mloss
+        monitor = self.monitor
+        monitor.start_epoch()
+        self.epoch_loss = [0.0, 0.0, 0.0]  # rank-mean box, obj, cls of the epoch, as of the last refresh
         self.optimizer.zero_grad()  # v6.0: a partial accumulation from the last epoch is dropped
         if self.main_process:
             LOGGER.info(("\n" + "%10s" * 7) % ("Epoch", "dev_mem", "box", "obj", "cls", "labels", "img_size"))
@@ -251,23 +276,24 @@ class Trainer:
             for i, (imgs, targets, paths, _) in bar:
                 self.callbacks.run("on_train_batch_start")
                 ni = i + self.nb * epoch
-                imgs = dev.move(imgs, non_blocking=True).float() / 255
+                imgs = dev.move(imgs, non_blocking=True).to(torch.float32, memory_format=self.layout) / 255
                 if ni <= self.nw:
                     accumulate = warmup(ni, self.nw, self.optimizer, epoch, self.lf, hyp, opt.batch_size)
                 if opt.multi_scale:
                     imgs = self._rescale(imgs)
-                with dev.autocast(enabled=self.amp):
-                    pred = self.model(imgs)
-                    loss, loss_items = self.compute_loss(pred, dev.move(targets))
-                stop, diverged = self._agree(self._stop_wanted(), not bool(torch.isfinite(loss).all()))
-                if diverged:
-                    raise self._non_finite(loss, loss_items, epoch, i, ni, paths)
-                if self.world_size > 1:
-                    loss = loss * self.world_size  # DDP averages gradients over ranks
-                if opt.quad:
-                    loss = loss * 4
-                self.scaler.scale(loss).backward()
-                if ni - self.last_opt_step >= accumulate:
+                step = ni - self.last_opt_step >= accumulate
+                stop = self._stop_wanted()  # asked before this batch's backward
+                with grad_sync(self.model, step):  # DDP all-reduces only on the batches that step
+                    with dev.autocast(enabled=self.amp):
+                        pred = self.model(imgs)
+                        loss, loss_items = self.compute_loss(pred, dev.move(targets))
+                    monitor.record(i, loss, loss_items, paths)
+                    if self.world_size > 1:
+                        loss = loss * self.world_size  # DDP averages gradients over ranks
+                    if opt.quad:
+                        loss = loss * 4
+                    self.scaler.scale(loss).backward()
+                if step:
                     self.scaler.step(self.optimizer)
                     self.scaler.update()
                     self.optimizer.zero_grad()
@@ -275,20 +301,28 @@ class Trainer:
                         self.ema.update(self.model)
                     self.last_opt_step = ni
                 self.iterations_done += 1
-                if self.main_process:
-                    mloss = (mloss * i + loss_items) / (i + 1)
-                    self.epoch_loss = mloss
-                    mem = dev.memory_reserved()
-                    mem = f"{mem / 1e9:.3g}G" if mem is not None else "-"
-                    bar.set_description(("%10s" * 2 + "%10.4g" * 5) % (
-                        f"{epoch}/{self.epochs - 1}", mem, *mloss.tolist(), targets.shape[0], imgs.shape[-1]),
-                        refresh=live)
-                    if self.plots and ni < 3:
-                        from utils.plots import plot_images
-                        plot_images(imgs, targets, paths, self.save_dir / f"train_batch{ni}.jpg")
+                iters_reached = opt.iters > 0 and self.iterations_done >= opt.iters
+                # One rank alone may not leave the loop: under DDP stop requests count at refresh points
+                leaving = iters_reached or (stop and self.world_size == 1)
+                if monitor.due(i, last=leaving or i == self.nb - 1):
+                    seen = monitor.refresh(i, stop)
+                    if seen.diverged:
+                        raise self._non_finite(seen.bad, epoch, i)
+                    stop, self.epoch_loss = seen.stop, seen.mloss
+                    if self.main_process:
+                        mem = dev.memory_reserved()
+                        mem = f"{mem / 1e9:.3g}G" if mem is not None else "-"
+                        bar.set_description(("%10s" * 2 + "%10.4g" * 5) % (
+                            f"{epoch}/{self.epochs - 1}", mem, *seen.mloss, targets.shape[0], imgs.shape[-1]),
+                            refresh=live)
+                elif self.world_size > 1:
+                    stop = False  # agreed at the next refresh point
+                if self.main_process and self.plots and ni < 3:
+                    from utils.plots import plot_images
+                    plot_images(imgs, targets, paths, self.save_dir / f"train_batch{ni}.jpg")
                 self.callbacks.run("on_train_batch_end", ni, self.model, imgs, targets, paths, self.plots,
                                    opt.sync_bn)  # upstream loggers' signature
-                if opt.iters > 0 and self.iterations_done >= opt.iters:
+                if iters_reached:
                     LOGGER.info(f"\n--iters {opt.iters}: reached {self.iterations_done} iterations, stopping")
                     outcome = "iters"
                     break
@@ -301,14 +335,18 @@ class Trainer:
         self.callbacks.run("on_train_epoch_end", epoch=epoch)
         return outcome
 
-    def _non_finite(self, loss, loss_items, epoch, i, ni, paths):
+    def _non_finite(self, bad, epoch, i):
         before = f" The last checkpoint written before this is {self.last}." if self.last.exists() else ""
+        if bad is None:  # another rank saw it; that rank's message names the batch
+            where = f"inf or NaN on another rank in epoch {epoch}, by iteration {i} of {self.nb}"
+        else:
+            where = (f"{bad.loss} at epoch {epoch}, iteration {bad.iteration} of {self.nb} (global iteration "
+                     f"{bad.iteration + self.nb * epoch}; box, obj, cls = {[round(x, 4) for x in bad.items]})")
+        images = f" of this batch: {', '.join(Path(p).name for p in bad.paths)}" if bad is not None else ""
         return NonFiniteLoss(
-            f"loss became {float(loss.detach().reshape(-1)[0])} at epoch {epoch}, iteration {i} of {self.nb} "
-            f"(global iteration {ni}; box, obj, cls = {[round(float(x), 4) for x in loss_items]}); training "
-            f"stopped and nothing was saved from this state.{before} Hint: lower lr0 in the --hyp yaml"
-            f"{' or train without mixed precision (--pyamp / AMP)' if self.amp else ''}, and check the labels "
-            f"of this batch: {', '.join(Path(p).name for p in paths[:4])}")
+            f"loss became {where}; training stopped and nothing was saved from this state.{before} Hint: lower "
+            f"lr0 in the --hyp yaml{' or train without mixed precision (--pyamp / AMP)' if self.amp else ''}, "
+            f"and check the labels{images}")
 
     def _rescale(self, imgs):
         """--multi-scale: a random size in [0.5, 1.5] x imgsz (multiple of gs) for this batch."""
@@ -326,6 +364,8 @@ class Trainer:
         if complete:
             self.scheduler.step()
         self.stop_early = False
+        if complete and self.world_size > 1:
+            self._validate_distributed(epoch, iters_reached)
         if not self.main_process:
             return
         self.ema.update_attr(self.model)
@@ -335,7 +375,7 @@ class Trainer:
                 self._save(epoch - 1, is_best=False, interrupted=True)
             return
         final_epoch = epoch + 1 == self.epochs or self.stopper.possible_stop or iters_reached
-        if not opt.skip and (not opt.noval or final_epoch):
+        if self.world_size == 1 and not opt.skip and (not opt.noval or final_epoch):
             from utils.validator import run as validate
             self.results, self.maps, _ = validate(
                 self.data, batch_size=self.batch_size * 2, imgsz=self.imgsz, model=self.ema.ema,
@@ -345,12 +385,37 @@ class Trainer:
         self.best_fitness = max(self.best_fitness, fi)
         # v6.0 asks the stopper after saving; asking before lets last.pt hold its state for resume
         self.stop_early = self.world_size == 1 and self.stopper(epoch=epoch, fitness=fi)
-        values = list(self.epoch_loss.tolist()) + list(self.results) + lr
+        values = list(self.epoch_loss) + list(self.results) + lr
         append_results(self.save_dir / "results.csv", epoch, values)
         self.callbacks.run("on_fit_epoch_end", values, epoch, self.best_fitness, fi)
         if may_save and (not opt.nosave or final_epoch or self._stop_wanted()):
             self._save(epoch, is_best=fi == self.best_fitness)
             self.callbacks.run("on_model_save", self.last, epoch, final_epoch, self.best_fitness, fi)
+
+    def _validate_distributed(self, epoch, iters_reached):
+        """DDP: every rank validates its share of the batches with rank 0's EMA weights; all ranks get
+        the metrics a single process would compute. Runs on every rank or on none."""
+        opt = self.opt
+        final_epoch = epoch + 1 == self.epochs or self.stopper.possible_stop or iters_reached
+        if opt.skip or not self._agree(not opt.noval or final_epoch):
+            return
+        from utils.dist_val import broadcast_weights, shard_loader
+        from utils.validator import run as validate
+        if self.main_process:
+            model = self.ema.ema
+        else:  # rank 0 holds the EMA: a copy of the model receives its weights
+            if getattr(self, "_val_model", None) is None:
+                import copy
+                self._val_model = copy.deepcopy(de_parallel(self.model)).eval()
+            model = self._val_model
+        broadcast_weights(model)
+        if getattr(self, "_val_shard", None) is None:
+            self._val_shard = shard_loader(self.val_loader, self.rank, self.world_size)
+        self.results, self.maps, _ = validate(
+            self.data, batch_size=self.batch_size * 2, imgsz=self.imgsz, model=model, single_cls=opt.single_cls,
+            dataloader=self._val_shard, save_dir=self.save_dir, plots=False,
+            callbacks=self.callbacks if self.main_process else None, compute_loss=self.compute_loss,
+            device=self.device)
 
     def _save(self, epoch, is_best, interrupted=False):
         loop = {"scaler": self.scaler, "stopper": self.stopper, "iterations_done": self.iterations_done,

@@ -103,9 +103,28 @@ def _standalone_setup(data, weights, batch_size, imgsz, task, dev, single_cls, h
     nc = 1 if single_cls else int(data["nc"])
     loader = create_dataloader(data[split], imgsz, batch_size, gs, single_cls, pad=0.5, rect=True,
                                workers=workers, prefix=f"{split}: ", nc=nc, pin_memory=dev.pin_memory)[0]
-    save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
+    if dev.world_size > 1:  # torchrun: each rank validates a share of the batches (utils/dist_val.py)
+        loader, save_dir = _distributed_setup(dev, loader, project, name, exist_ok, save_txt)
+    else:
+        save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
     (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
     return model, data, loader, save_dir, nc, imgsz
+
+
+def _distributed_setup(dev, loader, project, name, exist_ok, save_txt):
+    """The process group, this rank's share of the loader, and rank 0's run directory for all."""
+    import torch.distributed as dist
+    from utils.dist_val import shard_loader
+    from utils.run_dir import increment_path
+    if not dist.is_initialized():
+        dev.init_distributed()
+    rank = dist.get_rank()
+    where = [None]
+    if rank == 0:
+        where[0] = increment_path(Path(project) / name, exist_ok=exist_ok)
+        (where[0] / "labels" if save_txt else where[0]).mkdir(parents=True, exist_ok=True)
+    dist.broadcast_object_list(where, 0)
+    return shard_loader(loader, rank, dev.world_size), Path(where[0])
 
 
 def run(data, weights=None, batch_size=32, imgsz=None, conf_thres=0.001, iou_thres=0.6, task="val", device="",
@@ -131,6 +150,9 @@ def run(data, weights=None, batch_size=32, imgsz=None, conf_thres=0.001, iou_thr
             print("Note: --half is ignored on CPU (FP16 convolutions are slow there); validating in FP32")
         half = dev.kind != "cpu" and (reduced_precision_on_accelerators() if half is None else bool(half))
         amp = False
+        if save_json and dev.world_size > 1:
+            raise UserError("--save-json is not supported under torchrun (the COCO json needs every rank's "
+                            "detections): run val.py as a single process for it")
         model, data, dataloader, save_dir, nc, imgsz = _standalone_setup(
             data, weights, batch_size, imgsz, task, dev, single_cls, half, workers, project, name, exist_ok,
             save_txt)
@@ -159,12 +181,16 @@ def _validate(model, dataloader, data, nc, dev, half, amp, training, conf_thres,
         (save_dir / "labels").mkdir(parents=True, exist_ok=True)
     loss = torch.zeros(3, device=dev.torch_device)
     dt, seen, stats = [0.0, 0.0, 0.0], 0, []
+    # DDP: this rank runs its share of the batches (utils/dist_val.py); statistics are combined below
+    shard = getattr(dataloader, "shard", None)
+    main = shard is None or shard.rank == 0
+    keys, batch_losses = [], []  # per-image (batch, index) and per-batch losses, when sharded
     if callbacks:
         callbacks.run("on_val_start")
 
     # The bar's description is the table header: per-epoch validations in training clear it, the final
     # one (verbose, with the per-class table) keeps it, as a standalone run does.
-    bar = tqdm(dataloader, desc=HEADER, **progress_kwargs(leave=not training or verbose))
+    bar = tqdm(dataloader, desc=HEADER, disable=not main, **progress_kwargs(leave=not training or verbose))
     for batch_i, (im, targets, paths, shapes) in enumerate(bar):
         if callbacks:
             callbacks.run("on_val_batch_start")
@@ -184,7 +210,11 @@ def _validate(model, dataloader, data, nc, dev, half, amp, training, conf_thres,
         dt[1] += t3 - t2
 
         if compute_loss:
-            loss += compute_loss([x.float() for x in train_out], dev.move(targets))[1]
+            items = compute_loss([x.float() for x in train_out], dev.move(targets))[1]
+            if shard is not None:
+                batch_losses.append(items)
+            else:
+                loss += items
         targets = targets.to(pp_device, torch.float32, copy=True)
         targets[:, 2:] *= torch.tensor((width, height, width, height), device=pp_device)
         hybrid = [targets[targets[:, 0] == i, 1:] for i in range(nb)] if save_hybrid else []
@@ -206,6 +236,7 @@ def _validate(model, dataloader, data, nc, dev, half, amp, training, conf_thres,
             if not len(pred):
                 if labelsn is not None:
                     stats.append((torch.zeros(0, len(iouv), dtype=torch.bool), torch.zeros(0), torch.zeros(0), tcls))
+                    keys.append((shard.batches[batch_i], si) if shard is not None else None)
                     if plots:
                         confusion_matrix.process_batch(None, labelsn)
                 continue
@@ -220,6 +251,7 @@ def _validate(model, dataloader, data, nc, dev, half, amp, training, conf_thres,
             else:
                 correct = torch.zeros(pred.shape[0], len(iouv), dtype=torch.bool)
             stats.append((correct.cpu(), pred[:, 4].cpu(), pred[:, 5].cpu(), tcls))
+            keys.append((shard.batches[batch_i], si) if shard is not None else None)
             if save_txt:
                 save_one_txt(predn, save_conf, shape, file=save_dir / "labels" / (path.stem + ".txt"))
             if coco is not None:
@@ -227,23 +259,30 @@ def _validate(model, dataloader, data, nc, dev, half, amp, training, conf_thres,
             if callbacks:
                 callbacks.run("on_val_image_end", pred, predn, path, names, im[si])
 
-        if plots and batch_i < PLOTTED_BATCHES:
+        if plots and main and batch_i < PLOTTED_BATCHES:
             plot_images(im, targets, paths, save_dir / f"val_batch{batch_i}_labels.jpg", names)
             plot_images(im, output_to_target(out), paths, save_dir / f"val_batch{batch_i}_pred.jpg", names)
         if callbacks:
             callbacks.run("on_val_batch_end")
 
+    n_batches, local_seen = len(dataloader), seen
+    if shard is not None:
+        from utils.dist_val import combine
+        stats, seen, loss, confusion_matrix.matrix = combine(shard, stats, keys, seen, batch_losses,
+                                                             confusion_matrix.matrix)
+        n_batches, plots = shard.total_batches, plots and main
     summary = summarize_stats(stats, nc, plot=plots, save_dir=save_dir, names=names)
-    print(ROW % ("all", seen, summary.nt.sum(), summary.mp, summary.mr, summary.map50, summary.map))
-    if (verbose or (nc < 50 and not training)) and nc > 1 and len(summary.ap_class):
+    if main:
+        print(ROW % ("all", seen, summary.nt.sum(), summary.mp, summary.mr, summary.map50, summary.map))
+    if main and (verbose or (nc < 50 and not training)) and nc > 1 and len(summary.ap_class):
         for i, c in enumerate(summary.ap_class):
             print(ROW % (names[c], seen, summary.nt[c], summary.p[i], summary.r[i], summary.ap50[i],
                          summary.ap[i]))
-    if summary.nt.sum() == 0:
+    if main and summary.nt.sum() == 0:
         print(f"WARNING: no labels found in the {task} set, cannot compute metrics without labels")
 
-    per_image_ms = tuple(x / max(seen, 1) * 1e3 for x in dt)
-    if not training:
+    per_image_ms = tuple(x / max(local_seen, 1) * 1e3 for x in dt)
+    if not training and main:
         shape = (batch_size, 3, imgsz, imgsz)
         print(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape {shape}" % per_image_ms)
     if plots:
@@ -258,10 +297,10 @@ def _validate(model, dataloader, data, nc, dev, half, amp, training, conf_thres,
         map_, map50 = coco.evaluate(save_dir / f"{stem}_predictions.json", split_files) or (map_, map50)
 
     model.float()
-    if not training:
+    if not training and main:
         print(f"Results saved to {printable(save_dir)}" + (f", {len(list(save_dir.glob('labels/*.txt')))} labels"
                                                            if save_txt else ""))
-    val_losses = (loss.cpu() / max(len(dataloader), 1)).tolist()
+    val_losses = (loss.cpu() / max(n_batches, 1)).tolist()
     return (float(mp), float(mr), float(map50), float(map_), *val_losses), summary.maps, per_image_ms
 
 

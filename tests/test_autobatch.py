@@ -1,0 +1,59 @@
+"""utils/autobatch.py: --batch-size -1 from measured peak memory, on the stand-in mlu with a pretend capacity."""
+import dataclasses
+import logging
+
+import pytest
+import torch
+
+from utils.autobatch import autobatch, measure_peaks
+
+
+def _mlu(monkeypatch, capacity):
+    from utils.devices import DeviceProps, select_device
+    monkeypatch.setenv("YOLOV5_STANDIN_MLU", "1")
+    dev = select_device("mlu", log=False)
+    return dataclasses.replace(dev, props=(DeviceProps(0, "standin-mlu", capacity),))
+
+
+def _model(dev):
+    from models.yolo import Model
+    torch.manual_seed(0)
+    return dev.move(Model("yolov5n.yaml", nc=6)).train()
+
+
+def test_picks_the_batch_where_measured_memory_meets_the_fraction(standin_mlu, monkeypatch):
+    dev = _mlu(monkeypatch, capacity=0)
+    model = _model(dev)
+    peaks = measure_peaks(model, dev, 64)
+    assert peaks[0] < peaks[1] < peaks[2] < peaks[3]  # grows with the batch
+    per_image = (peaks[3] - peaks[0]) / 7
+    capacity = int((peaks[0] + 40 * per_image) / 0.9)  # the line reaches 90 % at about batch 41
+    b = autobatch(model, _mlu(monkeypatch, capacity), 64)
+    assert 38 <= b <= 44
+    assert all(p.grad is None for p in model.parameters())  # trial gradients are not left behind
+
+
+def test_cpu_uses_16_with_a_warning(caplog):
+    from utils.devices import select_device
+    with caplog.at_level(logging.WARNING, logger="yolov5"):
+        assert autobatch(torch.nn.Identity(), select_device("cpu", log=False), 64) == 16
+    assert "needs an accelerator" in caplog.text
+
+
+def test_too_small_a_device_is_a_user_error(standin_mlu, monkeypatch):
+    from utils.errors import UserError
+    dev = _mlu(monkeypatch, capacity=1000)
+    with pytest.raises(UserError, match="even batch size 1 needs more than 90%"):
+        autobatch(_model(dev), dev, 64)
+
+
+def test_train_with_batch_size_minus_one_on_cpu_uses_16(tmp_path, real_images_dir, capsys):
+    import yaml
+
+    from train_helpers import OneThread, make_data_yaml, train_args, train_in_process
+    data = make_data_yaml(tmp_path, real_images_dir, n=8)
+    with OneThread():
+        train_in_process(train_args(data, tmp_path, "ab", 64, -1, 1, "--iters", "1", "--skip", "--noautoanchor"))
+    out = capsys.readouterr()
+    assert "--batch-size -1 (AutoBatch): it needs an accelerator (CUDA or MLU); using batch size 16" in out.out + out.err
+    assert yaml.safe_load((tmp_path / "ab" / "opt.yaml").read_text())["batch_size"] == 16
