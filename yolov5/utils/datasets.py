@@ -15,14 +15,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from utils.augmentations import Albumentations, augment_hsv, letterbox, mixup, random_perspective
-from utils.boxes import xywhn2xyxy, xyxy2xywhn
+from utils.augmentations import Albumentations, apply_hsv
 from utils.errors import UserError
 from utils.image_cache import (check_ram, fill_disk_cache, fill_ram_cache, load_original, ram_bytes_needed,
                                resize_long_side)
 from utils.image_files import img2label_paths, list_files, printable
 from utils.label_cache import scan_labels
-from utils.mosaic import load_mosaic
+from utils.sample_plan import flip_labels, normalised_labels, plan_finish, plan_geometry, render_geometry
 
 
 AUGMENT_HYP_KEYS = ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective",
@@ -146,43 +145,19 @@ class LoadImagesAndLabels(Dataset):
 
     def __getitem__(self, index):
         index = self.indices[index]  # image-weights sampling remaps the index
-        hyp = self.hyp
-        if self.mosaic and random.random() < hyp["mosaic"]:
-            img, labels = load_mosaic(self, index)
-            shapes = None
-            if random.random() < hyp["mixup"]:
-                img, labels = mixup(img, labels, *load_mosaic(self, random.randint(0, self.n - 1)))
-        else:
-            img, (h0, w0), (h, w) = self.load_image(index)
-            shape = self.batch_shapes[self.batch[index]] if self.rect else self.img_size
-            img, ratio, pad = letterbox(img, shape, auto=False, scaleup=self.augment)
-            shapes = (h0, w0), ((h / h0, w / w0), pad)
-            labels = self.labels[index].copy()
-            if labels.size:
-                labels[:, 1:] = xywhn2xyxy(labels[:, 1:], ratio[0] * w, ratio[1] * h, padw=pad[0], padh=pad[1])
-            if self.augment:
-                img, labels = random_perspective(img, labels, degrees=hyp["degrees"], translate=hyp["translate"],
-                                                 scale=hyp["scale"], shear=hyp["shear"],
-                                                 perspective=hyp["perspective"])
-        nl = len(labels)
-        if nl:
-            labels[:, 1:5] = xyxy2xywhn(labels[:, 1:5], w=img.shape[1], h=img.shape[0], clip=True, eps=1e-3)
+        geo = plan_geometry(self, index)
+        img = render_geometry(geo)
+        labels = normalised_labels(geo.labels, img.shape[:2])
         if self.augment:
             img, labels = self.albumentations(img, labels)
-            nl = len(labels)
-            augment_hsv(img, hgain=hyp["hsv_h"], sgain=hyp["hsv_s"], vgain=hyp["hsv_v"])
-            if random.random() < hyp["flipud"]:
-                img = cv2.flip(img, 0)
-                if nl:
-                    labels[:, 2] = 1 - labels[:, 2]
-            if random.random() < hyp["fliplr"]:
-                img = cv2.flip(img, 1)
-                if nl:
-                    labels[:, 1] = 1 - labels[:, 1]
+            finish = plan_finish(self.hyp)
+            img = apply_finish(img, finish)
+            labels = flip_labels(labels, finish)
+        nl = len(labels)
         labels_out = torch.zeros((nl, 6))
         if nl:
             labels_out[:, 1:] = torch.from_numpy(np.asarray(labels, dtype=np.float32))
-        return torch.from_numpy(to_chw_rgb(img)), labels_out, self.img_files[index], shapes
+        return torch.from_numpy(to_chw_rgb(img)), labels_out, self.img_files[index], geo.shapes
 
     @staticmethod
     def collate_fn(batch):
@@ -218,6 +193,16 @@ class LoadImagesAndLabels(Dataset):
         for i, lb in enumerate(label4):
             lb[:, 0] = i
         return torch.stack(im4, 0), torch.cat(label4, 0), path[:n], shapes[:n]
+
+
+def apply_finish(img, finish):
+    """HSV gains then flips of a drawn FinishPlan on a BGR uint8 image (CPU)."""
+    apply_hsv(img, finish.gains)
+    if finish.flipud:
+        img = cv2.flip(img, 0)
+    if finish.fliplr:
+        img = cv2.flip(img, 1)
+    return img
 
 
 def to_chw_rgb(img):
