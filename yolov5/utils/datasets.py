@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from utils.augment_pack import device_sample, tile_count
 from utils.augmentations import Albumentations, apply_hsv
 from utils.errors import UserError
 from utils.image_cache import (check_ram, fill_disk_cache, fill_ram_cache, load_original, ram_bytes_needed,
@@ -63,7 +64,7 @@ class LoadImagesAndLabels(Dataset):
 
     def __init__(self, path, img_size=640, batch_size=16, augment=False, hyp=None, rect=False,
                  image_weights=False, cache_images=False, single_cls=False, stride=32, pad=0.0,
-                 prefix="", nc=None):
+                 prefix="", nc=None, augment_device=False):
         self.img_size, self.augment, self.hyp = img_size, augment, hyp
         self.image_weights = image_weights
         self.rect = False if image_weights else rect
@@ -77,7 +78,10 @@ class LoadImagesAndLabels(Dataset):
                                 f"add them to the --hyp yaml (see data/hyps/hyp.scratch.yaml)")
         if cache_images not in (None, False, True, "ram", "disk"):
             raise UserError(f"--cache {cache_images!r}: use 'ram' or 'disk' (or leave it out)")
-        self.albumentations = Albumentations() if augment else None
+        self.augment_device = bool(augment_device)
+        if self.augment_device:
+            check_device_augment(augment, self.rect, hyp)
+        self.albumentations = Albumentations() if augment and not self.augment_device else None
 
         files = list_files(path)
         scan = scan_labels(path, files, img2label_paths(files), prefix=prefix)
@@ -146,6 +150,12 @@ class LoadImagesAndLabels(Dataset):
     def __getitem__(self, index):
         index = self.indices[index]  # image-weights sampling remaps the index
         geo = plan_geometry(self, index)
+        if self.augment_device:  # the trainer makes the pixels on its device
+            labels = normalised_labels(geo.labels, geo.out_hw)
+            finish = plan_finish(self.hyp)
+            labels = flip_labels(labels, finish)
+            return (device_sample(geo, finish, tile_count(self.hyp)), labels_tensor(labels),
+                    self.img_files[index], geo.shapes)
         img = render_geometry(geo)
         labels = normalised_labels(geo.labels, img.shape[:2])
         if self.augment:
@@ -153,11 +163,7 @@ class LoadImagesAndLabels(Dataset):
             finish = plan_finish(self.hyp)
             img = apply_finish(img, finish)
             labels = flip_labels(labels, finish)
-        nl = len(labels)
-        labels_out = torch.zeros((nl, 6))
-        if nl:
-            labels_out[:, 1:] = torch.from_numpy(np.asarray(labels, dtype=np.float32))
-        return torch.from_numpy(to_chw_rgb(img)), labels_out, self.img_files[index], geo.shapes
+        return torch.from_numpy(to_chw_rgb(img)), labels_tensor(labels), self.img_files[index], geo.shapes
 
     @staticmethod
     def collate_fn(batch):
@@ -193,6 +199,26 @@ class LoadImagesAndLabels(Dataset):
         for i, lb in enumerate(label4):
             lb[:, 0] = i
         return torch.stack(im4, 0), torch.cat(label4, 0), path[:n], shapes[:n]
+
+
+def labels_tensor(labels):
+    """(n, 5) [cls, x, y, w, h] -> (n, 6) float32 tensor with a 0 image-index column in front."""
+    labels_out = torch.zeros((len(labels), 6))
+    if len(labels):
+        labels_out[:, 1:] = torch.from_numpy(np.asarray(labels, dtype=np.float32))
+    return labels_out
+
+
+def check_device_augment(augment, rect, hyp):
+    """UserError for settings that device augmentation cannot reproduce."""
+    if not augment:
+        raise UserError("--augment-device device only applies to augmented training data")
+    if rect:
+        raise UserError("--augment-device device does not support --rect (rectangular batches have no "
+                        "mosaic); use --augment-device cpu with --rect")
+    if hyp.get("copy_paste", 0.0):
+        raise UserError(f"--augment-device device does not support copy_paste ({hyp['copy_paste']} in the "
+                        "hyperparameters): set copy_paste: 0.0 or use --augment-device cpu")
 
 
 def apply_finish(img, finish):

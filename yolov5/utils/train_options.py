@@ -63,6 +63,9 @@ def build_parser():
     p.add_argument("--iters", type=int, default=-1, help="stop after N training iterations (batches)")
     p.add_argument("--skip", action="store_true", help="skip validation and checkpoint writes (benchmark)")
     p.add_argument("--seed", type=int, default=0, help="global training seed")
+    p.add_argument("--augment-device", choices=("cpu", "device"), default="cpu",
+                   help="where training images are augmented: cpu (loader workers, OpenCV) or device "
+                        "(workers only load; mosaic, perspective, HSV and flips run on the training device)")
     return p
 
 
