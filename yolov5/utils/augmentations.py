@@ -235,16 +235,32 @@ def augment_hsv(im, hgain=0.5, sgain=0.5, vgain=0.5):
     Gains g = U(-1, 1) * gain + 1 per channel; hue is multiplied modulo 180 (OpenCV's hue range),
     saturation and value multiplied and clipped to 255. One 3-channel lookup table does all three.
     """
+    return apply_hsv(im, hsv_gains(hgain, sgain, vgain))
+
+
+def hsv_gains(hgain=0.5, sgain=0.5, vgain=0.5):
+    """Draw the 3 HSV gains from numpy's generator; None (and no draw) when all gains are 0."""
     if not (hgain or sgain or vgain):
-        return im
-    g = np.random.uniform(-1, 1, 3) * [hgain, sgain, vgain] + 1
+        return None
+    return np.random.uniform(-1, 1, 3) * [hgain, sgain, vgain] + 1
+
+
+def hsv_lut(g):
+    """(256, 3) uint8 lookup table of the gains g for the H, S and V channels (OpenCV ranges)."""
     x = np.arange(0, 256, dtype=g.dtype)
-    lut = np.empty((256, 1, 3), dtype=np.uint8)
-    lut[:, 0, 0] = ((x * g[0]) % 180).astype(np.uint8)
-    lut[:, 0, 1] = np.clip(x * g[1], 0, 255).astype(np.uint8)
-    lut[:, 0, 2] = np.clip(x * g[2], 0, 255).astype(np.uint8)
+    lut = np.empty((256, 3), dtype=np.uint8)
+    lut[:, 0] = ((x * g[0]) % 180).astype(np.uint8)
+    lut[:, 1] = np.clip(x * g[1], 0, 255).astype(np.uint8)
+    lut[:, 2] = np.clip(x * g[2], 0, 255).astype(np.uint8)
+    return lut
+
+
+def apply_hsv(im, g):
+    """Apply drawn HSV gains (or None: nothing) to a BGR uint8 image in place."""
+    if g is None:
+        return im
     hsv = cv2.cvtColor(im, cv2.COLOR_BGR2HSV)
-    cv2.LUT(hsv, lut, dst=hsv)
+    cv2.LUT(hsv, hsv_lut(g).reshape(256, 1, 3), dst=hsv)
     cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR, dst=im)
     return im
 
@@ -262,9 +278,17 @@ def hist_equalize(im, clahe=True, bgr=False):
 # ----------------------------------------------------------------------------------- mixing, cutout
 def mixup(im, labels, im2, labels2):
     """Blend two same-size images with ratio r ~ Beta(32, 32) and concatenate their labels."""
-    r = np.random.beta(32.0, 32.0)
-    mixed = (im.astype(np.float32) * r + im2.astype(np.float32) * (1 - r)).astype(np.uint8)
-    return mixed, np.concatenate((labels, labels2), 0)
+    return blend(im, im2, mixup_ratio()), np.concatenate((labels, labels2), 0)
+
+
+def mixup_ratio():
+    """Draw mixup's blend ratio r ~ Beta(32, 32) from numpy's generator."""
+    return np.random.beta(32.0, 32.0)
+
+
+def blend(im, im2, r):
+    """im * r + im2 * (1 - r), truncated to uint8."""
+    return (im.astype(np.float32) * r + im2.astype(np.float32) * (1 - r)).astype(np.uint8)
 
 
 def cutout(im, labels, p=0.5):

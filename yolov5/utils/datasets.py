@@ -15,14 +15,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from utils.augmentations import Albumentations, augment_hsv, letterbox, mixup, random_perspective
-from utils.boxes import xywhn2xyxy, xyxy2xywhn
+from utils.augment_pack import device_sample, tile_count
+from utils.augmentations import Albumentations, apply_hsv
 from utils.errors import UserError
 from utils.image_cache import (check_ram, fill_disk_cache, fill_ram_cache, load_original, ram_bytes_needed,
                                resize_long_side)
 from utils.image_files import img2label_paths, list_files, printable
 from utils.label_cache import scan_labels
-from utils.mosaic import load_mosaic
+from utils.sample_plan import flip_labels, normalised_labels, plan_finish, plan_geometry, render_geometry
 
 
 AUGMENT_HYP_KEYS = ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective",
@@ -64,7 +64,7 @@ class LoadImagesAndLabels(Dataset):
 
     def __init__(self, path, img_size=640, batch_size=16, augment=False, hyp=None, rect=False,
                  image_weights=False, cache_images=False, single_cls=False, stride=32, pad=0.0,
-                 prefix="", nc=None):
+                 prefix="", nc=None, augment_device=False):
         self.img_size, self.augment, self.hyp = img_size, augment, hyp
         self.image_weights = image_weights
         self.rect = False if image_weights else rect
@@ -78,7 +78,10 @@ class LoadImagesAndLabels(Dataset):
                                 f"add them to the --hyp yaml (see data/hyps/hyp.scratch.yaml)")
         if cache_images not in (None, False, True, "ram", "disk"):
             raise UserError(f"--cache {cache_images!r}: use 'ram' or 'disk' (or leave it out)")
-        self.albumentations = Albumentations() if augment else None
+        self.augment_device = bool(augment_device)
+        if self.augment_device:
+            check_device_augment(augment, self.rect, hyp)
+        self.albumentations = Albumentations() if augment and not self.augment_device else None
 
         files = list_files(path)
         scan = scan_labels(path, files, img2label_paths(files), prefix=prefix)
@@ -146,43 +149,21 @@ class LoadImagesAndLabels(Dataset):
 
     def __getitem__(self, index):
         index = self.indices[index]  # image-weights sampling remaps the index
-        hyp = self.hyp
-        if self.mosaic and random.random() < hyp["mosaic"]:
-            img, labels = load_mosaic(self, index)
-            shapes = None
-            if random.random() < hyp["mixup"]:
-                img, labels = mixup(img, labels, *load_mosaic(self, random.randint(0, self.n - 1)))
-        else:
-            img, (h0, w0), (h, w) = self.load_image(index)
-            shape = self.batch_shapes[self.batch[index]] if self.rect else self.img_size
-            img, ratio, pad = letterbox(img, shape, auto=False, scaleup=self.augment)
-            shapes = (h0, w0), ((h / h0, w / w0), pad)
-            labels = self.labels[index].copy()
-            if labels.size:
-                labels[:, 1:] = xywhn2xyxy(labels[:, 1:], ratio[0] * w, ratio[1] * h, padw=pad[0], padh=pad[1])
-            if self.augment:
-                img, labels = random_perspective(img, labels, degrees=hyp["degrees"], translate=hyp["translate"],
-                                                 scale=hyp["scale"], shear=hyp["shear"],
-                                                 perspective=hyp["perspective"])
-        nl = len(labels)
-        if nl:
-            labels[:, 1:5] = xyxy2xywhn(labels[:, 1:5], w=img.shape[1], h=img.shape[0], clip=True, eps=1e-3)
+        geo = plan_geometry(self, index)
+        if self.augment_device:  # the trainer makes the pixels on its device
+            labels = normalised_labels(geo.labels, geo.out_hw)
+            finish = plan_finish(self.hyp)
+            labels = flip_labels(labels, finish)
+            return (device_sample(geo, finish, tile_count(self.hyp)), labels_tensor(labels),
+                    self.img_files[index], geo.shapes)
+        img = render_geometry(geo)
+        labels = normalised_labels(geo.labels, img.shape[:2])
         if self.augment:
             img, labels = self.albumentations(img, labels)
-            nl = len(labels)
-            augment_hsv(img, hgain=hyp["hsv_h"], sgain=hyp["hsv_s"], vgain=hyp["hsv_v"])
-            if random.random() < hyp["flipud"]:
-                img = cv2.flip(img, 0)
-                if nl:
-                    labels[:, 2] = 1 - labels[:, 2]
-            if random.random() < hyp["fliplr"]:
-                img = cv2.flip(img, 1)
-                if nl:
-                    labels[:, 1] = 1 - labels[:, 1]
-        labels_out = torch.zeros((nl, 6))
-        if nl:
-            labels_out[:, 1:] = torch.from_numpy(np.asarray(labels, dtype=np.float32))
-        return torch.from_numpy(to_chw_rgb(img)), labels_out, self.img_files[index], shapes
+            finish = plan_finish(self.hyp)
+            img = apply_finish(img, finish)
+            labels = flip_labels(labels, finish)
+        return torch.from_numpy(to_chw_rgb(img)), labels_tensor(labels), self.img_files[index], geo.shapes
 
     @staticmethod
     def collate_fn(batch):
@@ -218,6 +199,36 @@ class LoadImagesAndLabels(Dataset):
         for i, lb in enumerate(label4):
             lb[:, 0] = i
         return torch.stack(im4, 0), torch.cat(label4, 0), path[:n], shapes[:n]
+
+
+def labels_tensor(labels):
+    """(n, 5) [cls, x, y, w, h] -> (n, 6) float32 tensor with a 0 image-index column in front."""
+    labels_out = torch.zeros((len(labels), 6))
+    if len(labels):
+        labels_out[:, 1:] = torch.from_numpy(np.asarray(labels, dtype=np.float32))
+    return labels_out
+
+
+def check_device_augment(augment, rect, hyp):
+    """UserError for settings that device augmentation cannot reproduce."""
+    if not augment:
+        raise UserError("--augment-device device only applies to augmented training data")
+    if rect:
+        raise UserError("--augment-device device does not support --rect (rectangular batches have no "
+                        "mosaic); use --augment-device cpu with --rect")
+    if hyp.get("copy_paste", 0.0):
+        raise UserError(f"--augment-device device does not support copy_paste ({hyp['copy_paste']} in the "
+                        "hyperparameters): set copy_paste: 0.0 or use --augment-device cpu")
+
+
+def apply_finish(img, finish):
+    """HSV gains then flips of a drawn FinishPlan on a BGR uint8 image (CPU)."""
+    apply_hsv(img, finish.gains)
+    if finish.flipud:
+        img = cv2.flip(img, 0)
+    if finish.fliplr:
+        img = cv2.flip(img, 1)
+    return img
 
 
 def to_chw_rgb(img):

@@ -28,7 +28,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, distributed
 
+from utils.augment_pack import collate_device
 from utils.datasets import LoadImagesAndLabels
+from utils.errors import UserError
 from utils.seeds import epoch_seed
 
 DEFAULT_SEED = 0
@@ -113,14 +115,21 @@ def worker_count(batch_size: int, workers: int, world_size: int = 1) -> int:
 
 def create_dataloader(path, imgsz, batch_size, stride, single_cls=False, hyp=None, augment=False, cache=False,
                       pad=0.0, rect=False, rank=-1, workers=8, image_weights=False, quad=False, prefix="",
-                      shuffle=False, pin_memory=False, seed=DEFAULT_SEED, nc=None, world_size=None):
-    """-> (loader, dataset). Batches: (uint8 B x 3 x H x W, targets (N, 6), paths, shapes)."""
+                      shuffle=False, pin_memory=False, seed=DEFAULT_SEED, nc=None, world_size=None,
+                      augment_device=False):
+    """-> (loader, dataset). Batches: (uint8 B x 3 x H x W, targets (N, 6), paths, shapes).
+
+    augment_device: the batches' first item is an AugmentBatch (source crops and drawn parameters)
+    whose pixels utils.device_augment.augment_batch makes on the training device."""
+    if augment_device and quad:
+        raise UserError("--augment-device device does not support --quad; use --augment-device cpu")
     if rect and shuffle:
         print(f"{prefix}WARNING: --rect is incompatible with shuffling; shuffle=False")
         shuffle = False
     dataset = LoadImagesAndLabels(path, imgsz, batch_size, augment=augment, hyp=hyp, rect=rect,
                                   image_weights=image_weights, cache_images=cache, single_cls=single_cls,
-                                  stride=int(stride), pad=pad, prefix=prefix, nc=nc)
+                                  stride=int(stride), pad=pad, prefix=prefix, nc=nc,
+                                  augment_device=augment_device)
     batch_size = min(batch_size, len(dataset))
     if world_size is None:
         world_size = int(os.environ.get("WORLD_SIZE", 1))
@@ -131,10 +140,13 @@ def create_dataloader(path, imgsz, batch_size, stride, single_cls=False, hyp=Non
         shuffle = False  # the sampler decides
     generator = torch.Generator()
     generator.manual_seed(6148914691236517205 + seed + max(rank, 0))
+    collate = LoadImagesAndLabels.collate_fn4 if quad else LoadImagesAndLabels.collate_fn
+    if augment_device:
+        collate = collate_device
     loader_cls = EpochDataLoader if image_weights else InfiniteDataLoader
     loader = loader_cls(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, num_workers=nw,
                         sampler=sampler, pin_memory=pin_memory, worker_init_fn=seed_worker, generator=generator,
-                        collate_fn=LoadImagesAndLabels.collate_fn4 if quad else LoadImagesAndLabels.collate_fn)
+                        collate_fn=collate)
     loader._init_epoch_order(seed, rank)
     return loader, dataset
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -90,15 +91,20 @@ def paste_scaled(out, crop, x1, y1, M):
     ax, ay = _plan_axis(M[0, 0], M[0, 2], x1, w, out.shape[1]), _plan_axis(M[1, 1], M[1, 2], y1, h, out.shape[0])
     if ax is None or ay is None:
         return None
-    (c0, c1, u0, sx, ulo, uhi), (r0, r1, v0, sy, vlo, vhi) = ax, ay
+    _paste(out, crop, M, ax, ay)
+    Mt = M.copy()
+    Mt[0, 2] += ax[3]
+    Mt[1, 2] += ay[3]
+    return Mt
+
+
+def _paste(out, crop, M, ax, ay):
+    """Resize the planned part of `crop` by M's scale and place it at the planned output rectangle."""
+    (c0, c1, u0, _, ulo, uhi), (r0, r1, v0, _, vlo, vhi) = ax, ay
     scaled = cv2.resize(crop[r0:r1, c0:c1], (0, 0), fx=M[0, 0], fy=M[1, 1], interpolation=cv2.INTER_LINEAR)
     uhi, vhi = min(uhi, u0 + scaled.shape[1]), min(vhi, v0 + scaled.shape[0])
     if uhi > ulo and vhi > vlo:
         out[vlo:vhi, ulo:uhi] = scaled[vlo - v0:vhi - v0, ulo - u0:uhi - u0]
-    Mt = M.copy()
-    Mt[0, 2] += sx
-    Mt[1, 2] += sy
-    return Mt
 
 
 def bbox_ioa(box, boxes, eps=1e-7):
@@ -129,8 +135,46 @@ def copy_paste(im, labels, segments, p=0.5):
     return im, labels, segments
 
 
+@dataclass
+class TilePlan:
+    """One mosaic tile: its resized source image, its rectangle on the 2s canvas and offset there,
+    the 3x3 matrix (canvas -> output) its pixels and labels use, and how the pixels get there:
+    `paste` = the two axis plans of the scale-translate fast path, None = a general warp.
+    `visible` is False when no output pixel comes from this tile."""
+    img: np.ndarray
+    rect: tuple
+    pad: tuple
+    M: np.ndarray
+    paste: tuple | None = None
+    visible: bool = True
+
+    def crop(self):
+        """The part of the source image the canvas shows (a view)."""
+        (x1, y1, x2, y2), (padw, padh) = self.rect, self.pad
+        return self.img[y1 - padh:y2 - padh, x1 - padw:x2 - padw]
+
+
+@dataclass
+class MosaicPlan:
+    """Everything random about one mosaic, drawn before any output pixel is made: the tiles,
+    the perspective matrix M and scale, the final labels (n, 5) [cls, x1, y1, x2, y2] in output
+    pixels, the output size (h, w), and the 2s canvas when copy-paste needed one."""
+    tiles: list
+    M: np.ndarray
+    scale: float
+    labels: np.ndarray
+    out_hw: tuple
+    canvas: np.ndarray | None = None
+
+
 def load_mosaic(dataset, index):
     """Mosaic of image `index` and 3 random others -> (s x s BGR image, (n, 5) [cls, x1, y1, x2, y2])."""
+    plan = plan_mosaic(dataset, index)
+    return render_mosaic(plan), plan.labels
+
+
+def plan_mosaic(dataset, index) -> MosaicPlan:
+    """Draw one mosaic (same draws, same order as ever) and compute its labels; no output pixels."""
     s, hyp = dataset.img_size, dataset.hyp
     yc, xc = (int(random.uniform(-b, 2 * s + b)) for b in dataset.mosaic_border)
     indices = [index] + random.choices(dataset.indices, k=3)
@@ -162,26 +206,53 @@ def load_mosaic(dataset, index):
     M, scale = perspective_matrix((2 * s, 2 * s), (out_h, out_w), hyp["degrees"], hyp["translate"],
                                   hyp["scale"], hyp["shear"], hyp["perspective"])
     if canvas is not None:
-        out = warp_image(canvas, M, (out_w, out_h))
-        matrices = [M]
+        plans, matrices = [], [M]
     else:
-        out = np.full((out_h, out_w, 3), PAD_VALUE, dtype=np.uint8)
-        matrices = [_draw_tile(out, img, rect, padw, padh, M) for img, rect, padw, padh in tiles]
-    parts = [transform_labels(lb, Mt if Mt is not None else M, scale, out_w, out_h, segs)
+        plans = [plan_tile(img, rect, (padw, padh), M, out_w, out_h) for img, rect, padw, padh in tiles]
+        matrices = [t.M for t in plans]
+    parts = [transform_labels(lb, Mt, scale, out_w, out_h, segs)
              for lb, segs, Mt in zip(labels4, segments4, matrices)]
-    return out, np.concatenate(parts, 0)
+    return MosaicPlan(plans, M, scale, np.concatenate(parts, 0), (out_h, out_w), canvas)
 
 
-def _draw_tile(out, img, rect, padw, padh, M):
-    """Draw one tile's visible crop into `out`; returns the matrix its labels must use."""
+def plan_tile(img, rect, pad, M, out_w, out_h) -> TilePlan:
+    """How one tile reaches the output: fast scaled paste (its matrix shifted < 0.5 px to where
+    cv2.resize puts it) or a general warp by M; invisible when it cannot reach the output."""
     x1, y1, x2, y2 = rect
     if x2 <= x1 or y2 <= y1:
-        return M
-    crop = img[y1 - padh:y2 - padh, x1 - padw:x2 - padw]
+        return TilePlan(img, rect, pad, M, visible=False)
     if is_scale_translate(M):
-        return paste_scaled(out, crop, x1, y1, M)
-    fx0, fy0, fx1, fy1 = _footprint(M, rect, out.shape[1], out.shape[0])
+        ax = _plan_axis(M[0, 0], M[0, 2], x1, x2 - x1, out_w)
+        ay = _plan_axis(M[1, 1], M[1, 2], y1, y2 - y1, out_h)
+        if ax is None or ay is None:
+            return TilePlan(img, rect, pad, M, visible=False)
+        Mt = M.copy()
+        Mt[0, 2] += ax[3]
+        Mt[1, 2] += ay[3]
+        return TilePlan(img, rect, pad, Mt, paste=(ax, ay))
+    return TilePlan(img, rect, pad, M)
+
+
+def render_mosaic(plan: MosaicPlan):
+    """The mosaic's pixels (BGR uint8, out_hw) from its plan, on the CPU with OpenCV."""
+    out_h, out_w = plan.out_hw
+    if plan.canvas is not None:
+        return warp_image(plan.canvas, plan.M, (out_w, out_h))
+    out = np.full((out_h, out_w, 3), PAD_VALUE, dtype=np.uint8)
+    for tile in plan.tiles:
+        if tile.visible:
+            _draw_tile(out, tile)
+    return out
+
+
+def _draw_tile(out, tile: TilePlan):
+    """Draw one visible tile's crop into `out` as its plan says."""
+    crop = tile.crop()
+    if tile.paste is not None:
+        _paste(out, crop, tile.M, *tile.paste)
+        return
+    x1, y1 = tile.rect[:2]
+    fx0, fy0, fx1, fy1 = _footprint(tile.M, tile.rect, out.shape[1], out.shape[0])
     if fx1 > fx0 and fy1 > fy0:
-        Mt = translation_matrix(-fx0, -fy0) @ M @ translation_matrix(x1, y1)
+        Mt = translation_matrix(-fx0, -fy0) @ tile.M @ translation_matrix(x1, y1)
         warp_into(out[fy0:fy1, fx0:fx1], crop, Mt)
-    return M

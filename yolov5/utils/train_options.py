@@ -65,6 +65,9 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0, help="global training seed")
     p.add_argument("--channels-last", action="store_true",
                    help="model and batches in channels_last (NHWC) layout on CUDA/MLU (recommended on MLU)")
+    p.add_argument("--augment-device", choices=("cpu", "device"), default="cpu",
+                   help="where training images are augmented: cpu (loader workers, OpenCV) or device "
+                        "(workers only load; mosaic, perspective, HSV and flips run on the training device)")
     return p
 
 

@@ -34,10 +34,12 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from utils.augment_pack import AugmentBatch
 from utils.callbacks import Callbacks
 from utils.checkpoint import save_checkpoint, strip_optimizer
 from utils.cpu_speed import optimise_for_training
 from utils.disk_writes import write_text
+from utils.device_augment import augment_batch
 from utils.early_stop import EarlyStopping
 from utils.ema import ModelEMA
 from utils.errors import UserError
@@ -145,7 +147,8 @@ class Trainer:
                 self.data["train"], self.imgsz, self.batch_size, self.gs, opt.single_cls, hyp=hyp, augment=True,
                 cache=opt.cache, rect=opt.rect, rank=self.rank, workers=opt.workers,
                 image_weights=opt.image_weights, quad=opt.quad, prefix="train: ", shuffle=True,
-                pin_memory=dev.pin_memory, seed=opt.seed, nc=self.nc, world_size=self.world_size)
+                pin_memory=dev.pin_memory, seed=opt.seed, nc=self.nc, world_size=self.world_size,
+                augment_device=getattr(opt, "augment_device", "cpu") == "device")
         self.nb = len(self.train_loader)
         self.val_loader = None
         if self.main_process:  # the data checked out: now the run directory is made
@@ -276,6 +279,8 @@ class Trainer:
             for i, (imgs, targets, paths, _) in bar:
                 self.callbacks.run("on_train_batch_start")
                 ni = i + self.nb * epoch
+                if isinstance(imgs, AugmentBatch):  # --augment-device device: pixels made here
+                    imgs = augment_batch(imgs, dev.torch_device, non_blocking=True)
                 imgs = dev.move(imgs, non_blocking=True).to(torch.float32, memory_format=self.layout) / 255
                 if ni <= self.nw:
                     accumulate = warmup(ni, self.nw, self.optimizer, epoch, self.lf, hyp, opt.batch_size)

@@ -1,0 +1,113 @@
+"""Augmentation on the training device (--augment-device device) against the CPU path.
+
+For the same seeds both paths draw the same samples: labels must be identical (count, classes,
+coordinates within 1e-3 px); pixels differ only by interpolation (mean absolute difference under
+1 grey level; measured 0.36 with the default hyps, 0.48 with perspective, shear, mixup and flips);
+and the device path gives the same bytes on the stand-in mlu device as on the CPU.
+"""
+import random
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from train_helpers import YOLO_DIR, train_args, train_in_process
+from utils.augment_pack import AugmentBatch, collate_device
+from utils.datasets import LoadImagesAndLabels
+from utils.device_augment import augment_batch
+from utils.errors import UserError
+from utils.loaders import create_dataloader
+
+IMG = 128
+HYP = yaml.safe_load((YOLO_DIR / "data" / "hyps" / "hyp.scratch.yaml").read_text())
+HEAVY = dict(HYP, mixup=0.5, degrees=10.0, shear=5.0, perspective=0.0005, mosaic=0.8, flipud=0.5)
+
+
+@pytest.fixture(scope="module")
+def coco16(real_images_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("coco16") / "coco16"
+    shutil.copytree(real_images_dir, root)
+    return str(root / "images" / "train2017")
+
+
+def _datasets(path, hyp):
+    return (LoadImagesAndLabels(path, IMG, 8, augment=True, hyp=hyp),
+            LoadImagesAndLabels(path, IMG, 8, augment=True, hyp=hyp, augment_device=True))
+
+
+def _draw(ds, seed, n):
+    random.seed(seed)
+    np.random.seed(seed)
+    return [ds[i % ds.n] for i in range(n)]
+
+
+@pytest.mark.parametrize("hyp", [HYP, HEAVY], ids=["default", "heavy"])
+def test_labels_equal_the_cpu_path_and_pixels_are_close(coco16, hyp):
+    cpu, dev = _datasets(coco16, hyp)
+    compared = boxes = 0
+    for seed in (0, 1, 2):
+        a, b = _draw(cpu, seed, 48), _draw(dev, seed, 48)
+        for (_, la, pa, sa), (_, lb, pb, sb) in zip(a, b):
+            assert pa == pb and sa == sb and la.shape == lb.shape
+            assert torch.equal(la[:, :2], lb[:, :2])  # image index and class
+            assert (la[:, 2:] - lb[:, 2:]).abs().max().item() * IMG <= 1e-3 if len(la) else True
+            compared, boxes = compared + 1, boxes + len(la)
+        if seed == 0:  # pixels of the first 16 samples
+            batch, targets, _, _ = collate_device(b[:16])
+            images = augment_batch(batch, "cpu")
+            expected = torch.stack([x[0] for x in a[:16]])
+            assert images.dtype == torch.uint8 and images.shape == expected.shape == (16, 3, IMG, IMG)
+            mad = (images.float() - expected.float()).abs().mean().item()
+            assert mad < 1.0, mad
+            assert torch.equal(targets[:, 0], torch.cat([torch.full((len(x[1]),), float(i)) for i, x in
+                                                         enumerate(b[:16])]))
+    assert compared == 144 and boxes > 300  # the samples carried real boxes
+
+
+def test_device_path_is_bit_identical_on_mlu(coco16, standin_mlu):
+    _, dev = _datasets(coco16, HEAVY)
+    batch = collate_device(_draw(dev, 3, 8))[0]
+    assert batch.mix.max() >= 0 and batch.hsv.all() and batch.flip.any()  # every stage is exercised
+    on_cpu = augment_batch(batch, "cpu")
+    on_mlu = augment_batch(batch, "mlu")
+    assert on_mlu.device.type == "mlu"
+    assert torch.equal(on_mlu.cpu(), on_cpu)
+
+
+def test_loader_workers_hand_over_crops_and_the_same_targets(coco16):
+    kw = dict(hyp=HYP, augment=True, workers=1, shuffle=True, seed=5)
+    cpu_loader, _ = create_dataloader(coco16, IMG, 8, 32, **kw)
+    dev_loader, _ = create_dataloader(coco16, IMG, 8, 32, augment_device=True, **kw)
+    (imgs, t_cpu, p_cpu, _), (batch, t_dev, p_dev, _) = next(iter(cpu_loader)), next(iter(dev_loader))
+    assert isinstance(batch, AugmentBatch) and p_cpu == p_dev
+    assert torch.equal(t_cpu[:, :2], t_dev[:, :2]) and (t_cpu - t_dev).abs().max().item() * IMG <= 1e-3
+    # the source pixels are the visible crops only: less than four full images per sample
+    assert batch.pixels.shape[0] < 8 * 4 * IMG * IMG
+    assert (augment_batch(batch, "cpu").float() - imgs.float()).abs().mean().item() < 1.0
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(rect=True), "does not support --rect"),
+    (dict(hyp=dict(HYP, copy_paste=0.5)), "copy_paste"),
+    (dict(quad=True), "does not support --quad"),
+    (dict(augment=False), "only applies to augmented"),
+])
+def test_unsupported_settings_are_user_errors(coco16, kwargs, match):
+    kw = dict(hyp=HYP, augment=True, workers=0, augment_device=True)
+    with pytest.raises(UserError, match=match):
+        create_dataloader(coco16, IMG, 8, 32, **{**kw, **kwargs})
+
+
+def test_training_with_device_augmentation(tmp_path, real_images_dir):
+    from train_helpers import make_data_yaml
+    data = make_data_yaml(tmp_path, real_images_dir, n=8)
+    results = train_in_process(train_args(data, tmp_path, "dev", 64, 4, 1, "--augment-device", "device",
+                                          "--noval", "--seed", "1"))
+    assert len(results) == 7 and all(np.isfinite(results))
+    opt = yaml.safe_load((tmp_path / "dev" / "opt.yaml").read_text())
+    assert opt["augment_device"] == "device"
+    with pytest.raises(SystemExit) as e:
+        train_in_process(train_args(data, tmp_path, "bad", 64, 4, 1, "--augment-device", "gpu"))
+    assert e.value.code == 2
