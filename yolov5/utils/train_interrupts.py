@@ -58,3 +58,26 @@ def stop_on_signals(request):
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+class ValidationAbandoned(Exception):
+    """A stop was requested during an epoch's validation: its metrics will never be used."""
+
+
+@contextmanager
+def abandon_validation_on_stop(callbacks, stop_wanted):
+    """While active, validation raises ValidationAbandoned before its next batch once `stop_wanted()`.
+
+    A validation pass can take minutes; schedulers kill a job some seconds after their stop signal
+    (Slurm: 30 s by default), so the stop must not wait for it."""
+    def check():
+        if stop_wanted():
+            raise ValidationAbandoned
+
+    actions = callbacks.get_registered_actions("on_val_batch_start")
+    action = {"name": "abandon_on_stop", "callback": check}
+    actions.insert(0, action)  # before other actions: nothing runs for a batch that is dropped
+    try:
+        yield
+    finally:
+        actions.remove(action)

@@ -46,7 +46,7 @@ from utils.progress import is_terminal, progress_kwargs
 from utils.results_log import append_results, plot_results
 from utils.seeds import epoch_seed, init_seeds
 from utils.train_imgsz import TRAIN_IMGSZ_KEY
-from utils.train_interrupts import StopRequest, stop_on_signals
+from utils.train_interrupts import StopRequest, ValidationAbandoned, abandon_validation_on_stop, stop_on_signals
 from utils.train_state import restore_loop, restore_training, resumable_checkpoint, resume_start_epoch
 
 LOGGER = logging.getLogger("yolov5")
@@ -186,8 +186,7 @@ class Trainer:
         self.callbacks.run("on_train_start")
         for epoch in range(self.start_epoch, self.epochs):
             outcome = self._train_epoch(epoch)  # None, 'iters' or 'stop'
-            self._end_epoch(epoch, complete=outcome != "stop", iters_reached=outcome == "iters")
-            finished += outcome != "stop"
+            finished += self._end_epoch(epoch, complete=outcome != "stop", iters_reached=outcome == "iters")
             if outcome == "stop" or self._agree(self._stop_wanted()):
                 self.stop.set("callback")  # keeps a signal's reason when there was one
                 self.interrupted = True
@@ -320,26 +319,32 @@ class Trainer:
 
     # ------------------------------------------------------------------ epoch end
     def _end_epoch(self, epoch, complete=True, iters_reached=False):
+        """Validate, log and save a finished epoch; returns whether the epoch counts as finished."""
         opt = self.opt
         lr = [x["lr"] for x in self.optimizer.param_groups]  # of the last batch, as v6.0 logs them
         if complete:
             self.scheduler.step()
         self.stop_early = False
         if not self.main_process:
-            return
+            return complete
         self.ema.update_attr(self.model)
         may_save = not opt.skip and not opt.evolve
         if not complete:  # stopped in the middle: save where we are, labelled with the last full epoch
             if may_save:
                 self._save(epoch - 1, is_best=False, interrupted=True)
-            return
+            return False
         final_epoch = epoch + 1 == self.epochs or self.stopper.possible_stop or iters_reached
         if not opt.skip and (not opt.noval or final_epoch):
             from utils.validator import run as validate
-            self.results, self.maps, _ = validate(
-                self.data, batch_size=self.batch_size * 2, imgsz=self.imgsz, model=self.ema.ema,
-                single_cls=opt.single_cls, dataloader=self.val_loader, save_dir=self.save_dir, plots=False,
-                callbacks=self.callbacks, compute_loss=self.compute_loss, device=self.device)
+            try:
+                with abandon_validation_on_stop(self.callbacks, self._stop_wanted):
+                    self.results, self.maps, _ = validate(
+                        self.data, batch_size=self.batch_size * 2, imgsz=self.imgsz, model=self.ema.ema,
+                        single_cls=opt.single_cls, dataloader=self.val_loader, save_dir=self.save_dir,
+                        plots=False, callbacks=self.callbacks, compute_loss=self.compute_loss, device=self.device)
+            except ValidationAbandoned:
+                self._abandon_epoch(epoch, lr, may_save)
+                return False
         fi = float(fitness(np.array(self.results).reshape(1, -1))[0])
         self.best_fitness = max(self.best_fitness, fi)
         # v6.0 asks the stopper after saving; asking before lets last.pt hold its state for resume
@@ -350,6 +355,16 @@ class Trainer:
         if may_save and (not opt.nosave or final_epoch or self._stop_wanted()):
             self._save(epoch, is_best=fi == self.best_fitness)
             self.callbacks.run("on_model_save", self.last, epoch, final_epoch, self.best_fitness, fi)
+        return True
+
+    def _abandon_epoch(self, epoch, lr, may_save):
+        """Stop requested during validation: save as if stopped at the epoch's last batch (the resumed run
+        repeats the epoch from the weights reached, at the learning rates it trained with)."""
+        LOGGER.info(f"\nValidation of epoch {epoch} abandoned: stopping now (the resumed run repeats epoch {epoch})")
+        for group, rate in zip(self.optimizer.param_groups, lr):
+            group["lr"] = rate  # undo this epoch's scheduler step
+        if may_save:
+            self._save(epoch - 1, is_best=False, interrupted=True)
 
     def _save(self, epoch, is_best, interrupted=False):
         loop = {"scaler": self.scaler, "stopper": self.stopper, "iterations_done": self.iterations_done,
