@@ -31,7 +31,7 @@ import yaml
 from tqdm import tqdm
 
 from utils.callbacks import Callbacks
-from utils.checkpoint import save_checkpoint, strip_optimizer
+from utils.checkpoint import remove_stale_temp_files, save_checkpoint, strip_optimizer
 from utils.cpu_speed import optimise_for_training
 from utils.early_stop import EarlyStopping
 from utils.ema import ModelEMA
@@ -43,7 +43,7 @@ from utils.optim import (accumulate_steps, build_lr_lambda, build_optimizer, bui
                          warmup, warmup_iterations)
 from utils.parallel import de_parallel
 from utils.progress import is_terminal, progress_kwargs
-from utils.results_log import append_results, plot_results
+from utils.results_log import append_results, plot_results, truncate_results
 from utils.seeds import epoch_seed, init_seeds
 from utils.train_imgsz import TRAIN_IMGSZ_KEY
 from utils.train_interrupts import StopRequest, ValidationAbandoned, abandon_validation_on_stop, stop_on_signals
@@ -90,6 +90,9 @@ class Trainer:
         self.start_epoch, self.best_fitness, self.epochs = 0, 0.0, opt.epochs
         if resume:  # nothing is written before this: a finished run stays untouched
             self.start_epoch = resume_start_epoch(ckpt, opt.weights, self.epochs)
+            if self.main_process:  # rows of epochs last.pt does not hold are logged again
+                truncate_results(self.save_dir / "results.csv", self.start_epoch)
+                remove_stale_temp_files(self.weights_dir)
 
         self.model = optimise_for_training(dev.move(model), dev)  # CPU: keep freed memory (no page faults)
         freeze_layers(self.model, opt.freeze)
@@ -372,13 +375,14 @@ class Trainer:
         ckpt = resumable_checkpoint(self.model, self.ema, self.optimizer, epoch, self.best_fitness, self.opt,
                                     loop, interrupted=interrupted)
         ckpt[TRAIN_IMGSZ_KEY] = int(self.imgsz)  # val.py and detect.py default to it
-        save_checkpoint(ckpt, self.last)
-        self.saved_last = True
+        # last.pt goes last: it is what --resume continues from, so whatever a kill interrupts before
+        # it (best.pt, epoch{N}.pt) is written again when the resumed run repeats the epoch.
+        if is_best:
+            save_checkpoint({k: v for k, v in ckpt.items() if k != "resume_state"}, self.best)
         if epoch >= 0 and self.opt.save_period > 0 and epoch % self.opt.save_period == 0 and not interrupted:
             save_checkpoint(ckpt, self.weights_dir / f"epoch{epoch}.pt")
-        if is_best:
-            ckpt.pop("resume_state")
-            save_checkpoint(ckpt, self.best)
+        save_checkpoint(ckpt, self.last)
+        self.saved_last = True
 
     def _finish(self):
         """Strip the optimizer from last.pt and best.pt, re-validate best.pt with plots, plot results."""
