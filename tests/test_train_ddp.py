@@ -62,3 +62,31 @@ def test_two_rank_gloo_training(tmp_path, real_images_dir):
     last = load_checkpoint(tmp_path / "runs" / "ddp" / "weights" / "last.pt")
     assert last["epoch"] == -1 and last["model"].nc == 80
     assert run.stdout.count("Starting training for 3 epochs") == 1  # rank 1 logs warnings only
+
+
+PATIENCE_WRAPPER = textwrap.dedent("""
+    import sys
+    import numpy as np
+    sys.path.insert(0, {yolo_dir!r})
+    import train
+    import utils.trainer
+
+    falling = iter([0.5, 0.4, 0.3, 0.2, 0.1])  # fitness gets worse every epoch: epoch 0 stays the best
+    utils.trainer.fitness = lambda x: np.array([next(falling)])
+    train.main(sys.argv[1:])
+""")
+
+
+def test_two_rank_patience_stops_every_rank(tmp_path, real_images_dir):
+    """--patience 1 under DDP: rank 0's early-stopping verdict ends the run on both ranks after epoch 1
+    (before, DDP ignored --patience and trained all 5 epochs)."""
+    data = make_data_yaml(tmp_path, real_images_dir, n=8)
+    script = tmp_path / "ddp_patience.py"
+    script.write_text(PATIENCE_WRAPPER.format(yolo_dir=str(YOLO_DIR)))
+    args = train_args(data, tmp_path / "runs", "pat", 64, 8, 5, "--patience", "1", "--noautoanchor")
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(script), *args], cwd=YOLO_DIR, env=cli_env(), capture_output=True, text=True,
+                         timeout=240)
+    assert run.returncode == 0, (run.stdout[-2000:], run.stderr[-4000:])
+    assert "Stopping training early" in run.stdout + run.stderr
+    assert list(read_results(tmp_path / "runs" / "pat" / "results.csv")[1][:, 0]) == [0, 1]

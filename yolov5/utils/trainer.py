@@ -190,7 +190,11 @@ class Trainer:
         for epoch in range(self.start_epoch, self.epochs):
             outcome = self._train_epoch(epoch)  # None, 'iters' or 'stop'
             finished += self._end_epoch(epoch, complete=outcome != "stop", iters_reached=outcome == "iters")
-            if outcome == "stop" or self._agree(self._stop_wanted()):
+            # rank 0 alone validates, so its early-stopping verdict is shared with the other ranks here
+            stop_now = outcome == "stop"
+            if not stop_now:
+                stop_now, self.stop_early = self._agree(self._stop_wanted(), self.stop_early)
+            if stop_now:
                 self.stop.set("callback")  # keeps a signal's reason when there was one
                 self.interrupted = True
                 break
@@ -351,7 +355,7 @@ class Trainer:
         fi = float(fitness(np.array(self.results).reshape(1, -1))[0])
         self.best_fitness = max(self.best_fitness, fi)
         # v6.0 asks the stopper after saving; asking before lets last.pt hold its state for resume
-        self.stop_early = self.world_size == 1 and self.stopper(epoch=epoch, fitness=fi)
+        self.stop_early = self.stopper(epoch=epoch, fitness=fi)
         values = list(self.epoch_loss.tolist()) + list(self.results) + lr
         append_results(self.save_dir / "results.csv", epoch, values)
         self.callbacks.run("on_fit_epoch_end", values, epoch, self.best_fitness, fi)
