@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 
 from train_helpers import YOLO_DIR, cli_env, make_data_yaml, train_args
 from utils.checkpoint import load_checkpoint
@@ -90,3 +91,36 @@ def test_two_rank_patience_stops_every_rank(tmp_path, real_images_dir):
     assert run.returncode == 0, (run.stdout[-2000:], run.stderr[-4000:])
     assert "Stopping training early" in run.stdout + run.stderr
     assert list(read_results(tmp_path / "runs" / "pat" / "results.csv")[1][:, 0]) == [0, 1]
+
+
+DYING_RANK_WRAPPER = textwrap.dedent("""
+    import os, sys
+    sys.path.insert(0, {yolo_dir!r})
+    import train
+    from utils.callbacks import Callbacks
+
+    def die(ni, *args):
+        if os.environ["RANK"] == "1" and ni == 1:  # rank 1 vanishes in the middle of epoch 0
+            os._exit(3)
+
+    callbacks = Callbacks()
+    callbacks.register_action("on_train_batch_end", "die", die)
+    train.main(sys.argv[1:], callbacks=callbacks)
+""")
+
+
+def test_dead_rank_makes_the_other_exit_with_a_clear_message(tmp_path, real_images_dir):
+    data = make_data_yaml(tmp_path, real_images_dir, n=16)
+    script = tmp_path / "ddp_dies.py"
+    script.write_text(DYING_RANK_WRAPPER.format(yolo_dir=str(YOLO_DIR)))
+    args = train_args(data, tmp_path / "runs", "dead", 64, 8, 3, "--noautoanchor")
+    started = time.monotonic()
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(script), *args], cwd=YOLO_DIR, env=cli_env(), capture_output=True, text=True,
+                         timeout=240)
+    took = time.monotonic() - started
+    out = run.stdout + run.stderr
+    assert run.returncode != 0 and took < 120, out[-3000:]
+    errors = [line for line in out.splitlines() if "ERROR: rank 0 of 2: another process" in line]
+    assert len(errors) == 1 and "--resume" in errors[0], out[-3000:]
+    assert "[rank0]: Traceback" not in out, out[-3000:]

@@ -175,6 +175,14 @@ def main(argv=None, callbacks=None):
             LOGGER.info(f"Final mAP@0.5 {trainer.results[2]:.4f}, mAP@0.5:0.95 {trainer.results[3]:.4f} "
                         f"(results in {opt.save_dir})")
         return trainer.results
+    except RuntimeError as e:  # backend errors of collectives (DistBackendError) are RuntimeErrors
+        from utils.ddp_failures import peer_failure_message
+        message = peer_failure_message(e, int(os.environ.get("RANK", device.local_rank)), device.world_size,
+                                       Path(opt.save_dir) / "weights" / "last.pt")
+        if message is None:
+            raise
+        LOGGER.error(f"ERROR: {message}")
+        raise SystemExit(1) from None
     except KeyboardInterrupt:  # a second Ctrl-C / SIGTERM: stopped at once
         LOGGER.warning(f"\nStopped at once. Checkpoints are written atomically: the last one saved, if any, is "
                        f"{Path(opt.save_dir) / 'weights' / 'last.pt'} (resume with --resume)")
