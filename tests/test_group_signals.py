@@ -126,3 +126,20 @@ def test_exit_with_an_unfinished_worker_iterator_does_not_hang(tmp_path, real_im
     script.write_text(EXIT_WITH_LIVE_ITERATOR.format(yolo_dir=str(YOLO_DIR), images=images))
     run = subprocess.run([sys.executable, str(script)], env=cli_env(), capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and "ITERATING" in run.stdout, run.stderr[-3000:]
+
+
+def test_a_forwarded_duplicate_signal_is_one_request_a_later_repeat_stops_at_once():
+    """torchrun forwards the group's SIGTERM to ranks that already got it: the same signal again within
+    REPEAT_WINDOW_S is the same request; after it, a repeat means "stop at once"."""
+    import pytest
+
+    from utils.train_interrupts import REPEAT_WINDOW_S, StopRequest, stop_on_signals
+    request = StopRequest()
+    with stop_on_signals(request):
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)  # the forwarded copy
+        assert request.reason == "SIGTERM" and request.exit_code == 143
+        time.sleep(REPEAT_WINDOW_S + 0.1)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # the handler runs here at the latest
