@@ -124,3 +124,52 @@ def test_dead_rank_makes_the_other_exit_with_a_clear_message(tmp_path, real_imag
     errors = [line for line in out.splitlines() if "ERROR: rank 0 of 2: another process" in line]
     assert len(errors) == 1 and "--resume" in errors[0], out[-3000:]
     assert "[rank0]: Traceback" not in out, out[-3000:]
+
+
+STOP_AFTER_EPOCH0 = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {yolo_dir!r})
+    import train
+    from utils.callbacks import Callbacks
+
+    callbacks = Callbacks()
+
+    def stop(values, epoch, *args):
+        callbacks.stop_training = epoch == 0  # rank 0 validates; the ranks agree on the stop
+    callbacks.register_action("on_fit_epoch_end", "stop", stop)
+    train.main(sys.argv[1:], callbacks=callbacks)
+""")
+
+
+def _two_nodes(script, args, port):
+    """torchrun on two 'nodes' of one process each, rendezvous on 127.0.0.1 (gloo)."""
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+                               "--node_rank", str(i), "--master_addr", "127.0.0.1", "--master_port", str(port),
+                               str(script), *map(str, args)], cwd=YOLO_DIR, env=cli_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in (0, 1)]
+    outputs = [node.communicate(timeout=240)[0] for node in nodes]
+    return [node.returncode for node in nodes], outputs
+
+
+def test_two_node_training_stops_and_resumes(tmp_path, real_images_dir):
+    """Every node has a local rank 0: only global rank 0 may write the run directory and log."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = make_data_yaml(tmp_path, real_images_dir, n=16)
+    script = tmp_path / "stop_after_epoch0.py"
+    script.write_text(STOP_AFTER_EPOCH0.format(yolo_dir=str(YOLO_DIR)))
+    codes, outs = _two_nodes(script, train_args(data, tmp_path / "runs", "mn", 64, 8, 2, "--noautoanchor"), port)
+    assert codes == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    assert "Stopped early (callback)" in outs[0] and "Starting training" not in outs[1]
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["mn"]  # node 1 made no run directory
+    last = tmp_path / "runs" / "mn" / "weights" / "last.pt"
+    assert load_checkpoint(last)["epoch"] == 0 and "resume_state" in load_checkpoint(last)
+
+    codes, outs = _two_nodes(YOLO_DIR / "train.py", ["--resume", last], port + 1 if port < 65535 else port - 1)
+    assert codes == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    assert "Resuming training from" in outs[0]
+    assert list(read_results(tmp_path / "runs" / "mn" / "results.csv")[1][:, 0]) == [0, 1]
+    final = load_checkpoint(last)
+    assert final["epoch"] == -1 and "resume_state" not in final

@@ -75,7 +75,7 @@ def attach_benchmark(callbacks, opt, device):
 
 def attach_loggers(callbacks, opt, device):
     """TensorBoard on the main process (not when evolving, as v6.0); results.csv is the trainer's own."""
-    if device.local_rank in (-1, 0) and not opt.evolve:
+    if int(os.environ.get("RANK", device.local_rank)) in (-1, 0) and not opt.evolve:
         from utils.tb_logger import attach_tensorboard
         attach_tensorboard(callbacks, opt.save_dir)
 
@@ -134,7 +134,7 @@ def run_hyp_file(opt):
 def main(argv=None, callbacks=None):
     opt = parse_opt(argv)
     local_rank = int(os.environ.get("LOCAL_RANK", -1))
-    set_logging(local_rank)
+    set_logging(int(os.environ.get("RANK", local_rank)))  # one node's logs only: global rank 0
     if opt.resume and not opt.evolve:
         opt = resolve_resume(opt)
     else:
@@ -171,7 +171,7 @@ def main(argv=None, callbacks=None):
         if trainer.interrupted:
             if trainer.stop.exit_code:  # stopped by a signal: say so to the shell (130 / 143)
                 raise SystemExit(trainer.stop.exit_code)
-        elif device.local_rank in (-1, 0) and not opt.skip:
+        elif int(os.environ.get("RANK", device.local_rank)) in (-1, 0) and not opt.skip:
             LOGGER.info(f"Final mAP@0.5 {trainer.results[2]:.4f}, mAP@0.5:0.95 {trainer.results[3]:.4f} "
                         f"(results in {opt.save_dir})")
         return trainer.results

@@ -41,7 +41,7 @@ from utils.loss import ComputeLoss, scale_loss_gains
 from utils.metrics import fitness
 from utils.optim import (accumulate_steps, build_lr_lambda, build_optimizer, build_scheduler, nominal_batch_size,
                          warmup, warmup_iterations)
-from utils.parallel import de_parallel
+from utils.parallel import de_parallel, global_rank
 from utils.progress import is_terminal, progress_kwargs
 from utils.results_log import append_results, plot_results, truncate_results
 from utils.seeds import epoch_seed, init_seeds
@@ -60,7 +60,8 @@ class Trainer:
     def __init__(self, opt, hyp, device, callbacks=None, data=None):
         self.opt, self.hyp, self.device = opt, dict(hyp), device
         self.callbacks = callbacks or Callbacks()
-        self.rank, self.world_size = device.local_rank, max(device.world_size, 1)
+        self.world_size = max(device.world_size, 1)
+        self.rank = global_rank(device.local_rank, self.world_size)  # the same as local on one node
         self.main_process = self.rank in (-1, 0)
         self.save_dir = Path(opt.save_dir)
         self.weights_dir = self.save_dir / "weights"
