@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 
 from train_helpers import YOLO_DIR, cli_env, make_data_yaml, train_args
 from utils.checkpoint import load_checkpoint
@@ -62,3 +63,113 @@ def test_two_rank_gloo_training(tmp_path, real_images_dir):
     last = load_checkpoint(tmp_path / "runs" / "ddp" / "weights" / "last.pt")
     assert last["epoch"] == -1 and last["model"].nc == 80
     assert run.stdout.count("Starting training for 3 epochs") == 1  # rank 1 logs warnings only
+
+
+PATIENCE_WRAPPER = textwrap.dedent("""
+    import sys
+    import numpy as np
+    sys.path.insert(0, {yolo_dir!r})
+    import train
+    import utils.trainer
+
+    falling = iter([0.5, 0.4, 0.3, 0.2, 0.1])  # fitness gets worse every epoch: epoch 0 stays the best
+    utils.trainer.fitness = lambda x: np.array([next(falling)])
+    train.main(sys.argv[1:])
+""")
+
+
+def test_two_rank_patience_stops_every_rank(tmp_path, real_images_dir):
+    """--patience 1 under DDP: rank 0's early-stopping verdict ends the run on both ranks after epoch 1
+    (before, DDP ignored --patience and trained all 5 epochs)."""
+    data = make_data_yaml(tmp_path, real_images_dir, n=8)
+    script = tmp_path / "ddp_patience.py"
+    script.write_text(PATIENCE_WRAPPER.format(yolo_dir=str(YOLO_DIR)))
+    args = train_args(data, tmp_path / "runs", "pat", 64, 8, 5, "--patience", "1", "--noautoanchor")
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(script), *args], cwd=YOLO_DIR, env=cli_env(), capture_output=True, text=True,
+                         timeout=240)
+    assert run.returncode == 0, (run.stdout[-2000:], run.stderr[-4000:])
+    assert "Stopping training early" in run.stdout + run.stderr
+    assert list(read_results(tmp_path / "runs" / "pat" / "results.csv")[1][:, 0]) == [0, 1]
+
+
+DYING_RANK_WRAPPER = textwrap.dedent("""
+    import os, sys
+    sys.path.insert(0, {yolo_dir!r})
+    import train
+    from utils.callbacks import Callbacks
+
+    def die(ni, *args):
+        if os.environ["RANK"] == "1" and ni == 1:  # rank 1 vanishes in the middle of epoch 0
+            os._exit(3)
+
+    callbacks = Callbacks()
+    callbacks.register_action("on_train_batch_end", "die", die)
+    train.main(sys.argv[1:], callbacks=callbacks)
+""")
+
+
+def test_dead_rank_makes_the_other_exit_with_a_clear_message(tmp_path, real_images_dir):
+    data = make_data_yaml(tmp_path, real_images_dir, n=16)
+    script = tmp_path / "ddp_dies.py"
+    script.write_text(DYING_RANK_WRAPPER.format(yolo_dir=str(YOLO_DIR)))
+    args = train_args(data, tmp_path / "runs", "dead", 64, 8, 3, "--noautoanchor")
+    started = time.monotonic()
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(script), *args], cwd=YOLO_DIR, env=cli_env(), capture_output=True, text=True,
+                         timeout=240)
+    took = time.monotonic() - started
+    out = run.stdout + run.stderr
+    assert run.returncode != 0 and took < 120, out[-3000:]
+    errors = [line for line in out.splitlines() if "ERROR: rank 0 of 2: another process" in line]
+    assert len(errors) == 1 and "--resume" in errors[0], out[-3000:]
+    assert "[rank0]: Traceback" not in out, out[-3000:]
+
+
+STOP_AFTER_EPOCH0 = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {yolo_dir!r})
+    import train
+    from utils.callbacks import Callbacks
+
+    callbacks = Callbacks()
+
+    def stop(values, epoch, *args):
+        callbacks.stop_training = epoch == 0  # rank 0 validates; the ranks agree on the stop
+    callbacks.register_action("on_fit_epoch_end", "stop", stop)
+    train.main(sys.argv[1:], callbacks=callbacks)
+""")
+
+
+def _two_nodes(script, args, port):
+    """torchrun on two 'nodes' of one process each, rendezvous on 127.0.0.1 (gloo)."""
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+                               "--node_rank", str(i), "--master_addr", "127.0.0.1", "--master_port", str(port),
+                               str(script), *map(str, args)], cwd=YOLO_DIR, env=cli_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in (0, 1)]
+    outputs = [node.communicate(timeout=240)[0] for node in nodes]
+    return [node.returncode for node in nodes], outputs
+
+
+def test_two_node_training_stops_and_resumes(tmp_path, real_images_dir):
+    """Every node has a local rank 0: only global rank 0 may write the run directory and log."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = make_data_yaml(tmp_path, real_images_dir, n=16)
+    script = tmp_path / "stop_after_epoch0.py"
+    script.write_text(STOP_AFTER_EPOCH0.format(yolo_dir=str(YOLO_DIR)))
+    codes, outs = _two_nodes(script, train_args(data, tmp_path / "runs", "mn", 64, 8, 2, "--noautoanchor"), port)
+    assert codes == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    assert "Stopped early (callback)" in outs[0] and "Starting training" not in outs[1]
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["mn"]  # node 1 made no run directory
+    last = tmp_path / "runs" / "mn" / "weights" / "last.pt"
+    assert load_checkpoint(last)["epoch"] == 0 and "resume_state" in load_checkpoint(last)
+
+    codes, outs = _two_nodes(YOLO_DIR / "train.py", ["--resume", last], port + 1 if port < 65535 else port - 1)
+    assert codes == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    assert "Resuming training from" in outs[0]
+    assert list(read_results(tmp_path / "runs" / "mn" / "results.csv")[1][:, 0]) == [0, 1]
+    final = load_checkpoint(last)
+    assert final["epoch"] == -1 and "resume_state" not in final

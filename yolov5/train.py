@@ -75,7 +75,7 @@ def attach_benchmark(callbacks, opt, device):
 
 def attach_loggers(callbacks, opt, device):
     """TensorBoard on the main process (not when evolving, as v6.0); results.csv is the trainer's own."""
-    if device.local_rank in (-1, 0) and not opt.evolve:
+    if int(os.environ.get("RANK", device.local_rank)) in (-1, 0) and not opt.evolve:
         from utils.tb_logger import attach_tensorboard
         attach_tensorboard(callbacks, opt.save_dir)
 
@@ -134,7 +134,7 @@ def run_hyp_file(opt):
 def main(argv=None, callbacks=None):
     opt = parse_opt(argv)
     local_rank = int(os.environ.get("LOCAL_RANK", -1))
-    set_logging(local_rank)
+    set_logging(int(os.environ.get("RANK", local_rank)))  # one node's logs only: global rank 0
     if opt.resume and not opt.evolve:
         opt = resolve_resume(opt)
     else:
@@ -171,10 +171,18 @@ def main(argv=None, callbacks=None):
         if trainer.interrupted:
             if trainer.stop.exit_code:  # stopped by a signal: say so to the shell (130 / 143)
                 raise SystemExit(trainer.stop.exit_code)
-        elif device.local_rank in (-1, 0) and not opt.skip:
+        elif int(os.environ.get("RANK", device.local_rank)) in (-1, 0) and not opt.skip:
             LOGGER.info(f"Final mAP@0.5 {trainer.results[2]:.4f}, mAP@0.5:0.95 {trainer.results[3]:.4f} "
                         f"(results in {opt.save_dir})")
         return trainer.results
+    except RuntimeError as e:  # backend errors of collectives (DistBackendError) are RuntimeErrors
+        from utils.ddp_failures import peer_failure_message
+        message = peer_failure_message(e, int(os.environ.get("RANK", device.local_rank)), device.world_size,
+                                       Path(opt.save_dir) / "weights" / "last.pt")
+        if message is None:
+            raise
+        LOGGER.error(f"ERROR: {message}")
+        raise SystemExit(1) from None
     except KeyboardInterrupt:  # a second Ctrl-C / SIGTERM: stopped at once
         LOGGER.warning(f"\nStopped at once. Checkpoints are written atomically: the last one saved, if any, is "
                        f"{Path(opt.save_dir) / 'weights' / 'last.pt'} (resume with --resume)")

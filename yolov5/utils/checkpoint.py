@@ -174,6 +174,16 @@ def _save_failed_message(obj, path, failure):
             "and run again (--resume continues from a saved last.pt)")
 
 
+def remove_stale_temp_files(directory):
+    """Delete temp files that save_checkpoint left in `directory` when its process was killed (kill -9,
+    power loss) mid-write; call only when no other process is saving there. Returns their names."""
+    removed = []
+    for tmp in Path(directory).glob(".*.pt.*.tmp"):
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp.name)
+    return removed
+
+
 def _fsync_dir(directory):
     """Make the rename itself durable (POSIX); not possible/needed on Windows."""
     try:

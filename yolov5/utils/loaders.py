@@ -32,14 +32,17 @@ from utils.augment_pack import collate_device
 from utils.datasets import LoadImagesAndLabels
 from utils.errors import UserError
 from utils.seeds import epoch_seed
+from utils.worker_signals import shield_from_group_signals
 
 DEFAULT_SEED = 0
 
 
 def seed_worker(worker_id):
-    """Loader worker setup: seed Python's and numpy's RNGs from torch's per-worker seed, and keep
+    """Loader worker setup: seed Python's and numpy's RNGs from torch's per-worker seed, keep
     OpenCV single-threaded (each worker is already one of several processes; OpenCV's own thread
-    pool would oversubscribe the cores)."""
+    pool would oversubscribe the cores), and let a stop signal sent to the whole process group
+    reach the trainer only (utils/worker_signals.py)."""
+    shield_from_group_signals()
     cv2.setNumThreads(0)
     seed = torch.initial_seed() % 2 ** 32
     np.random.seed(seed)

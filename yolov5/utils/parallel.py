@@ -4,6 +4,7 @@ Anything that reads model attributes (EMA, AutoAnchor, checkpoints) must look at
 the wrapper hides attributes such as `yaml`, `stride` and the Detect layer behind `.module`.
 """
 import contextlib
+import os
 
 import torch.nn as nn
 
@@ -26,3 +27,13 @@ def grad_sync(model, sync):
     if not sync and isinstance(model, nn.parallel.DistributedDataParallel):
         return model.no_sync()
     return contextlib.nullcontext()
+
+
+def global_rank(local_rank, world_size):
+    """This process's rank among all nodes (torchrun's RANK); the local rank on one node, -1 without DDP.
+
+    Whatever happens once per run (run directory, checkpoints, logs) belongs to global rank 0: with
+    several nodes, every node has a local rank 0."""
+    if world_size <= 1:
+        return local_rank
+    return int(os.environ.get("RANK", local_rank))

@@ -81,12 +81,16 @@ def parse_csv_rows(path, lines, n_columns, what):
 
 
 def truncate_results(path, before_epoch):
-    """Drop rows with epoch >= `before_epoch` (a resumed run re-logs them); atomic rewrite."""
+    """Drop rows with epoch >= `before_epoch` (a resumed run re-logs them); atomic rewrite.
+
+    A run killed after logging an epoch but before saving its last.pt resumes at that epoch: without
+    this its row would appear twice. A last line without its newline (killed mid-append) goes too."""
     path = Path(path)
     if not path.exists():
         return
     lines = path.read_text().splitlines(keepends=True)
-    kept = lines[:1] + [ln for ln in lines[1:] if ln.strip() and float(ln.split(",")[0]) < before_epoch]
+    kept = lines[:1] + [ln for ln in lines[1:]
+                        if ln.endswith("\n") and ln.strip() and float(ln.split(",")[0]) < before_epoch]
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:

@@ -3,16 +3,18 @@
 The first SIGINT/SIGTERM only records the request; the trainer finishes the current batch, saves
 a resumable last.pt and returns, and train.py exits with the shell's code for the signal
 (130 for SIGINT, 143 for SIGTERM), so job schedulers see an early stop, not a success. A second
-signal stops at once (KeyboardInterrupt): checkpoints are written atomically, so the previous
+signal (after half a second) stops at once (KeyboardInterrupt): checkpoints are written atomically, so the previous
 last.pt stays intact. A callback can ask for the same clean stop by setting
 `callbacks.stop_training = True`; that run exits with code 0.
 """
 import logging
 import signal
+import time
 from contextlib import contextmanager
 
 LOGGER = logging.getLogger("yolov5")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+REPEAT_WINDOW_S = 0.5  # the same signal again within this time is the same stop request
 
 
 class StopRequest:
@@ -38,9 +40,16 @@ class StopRequest:
 @contextmanager
 def stop_on_signals(request):
     """While active, SIGINT/SIGTERM fill `request` (the second one raises KeyboardInterrupt)."""
+    first = []  # monotonic time of the first signal
+
     def handler(signum, frame):
         if request.signum is not None:
+            # torchrun forwards the SIGTERM a scheduler sent to the whole group: the rank gets it twice
+            # within milliseconds, which is one request, not the "stop at once" of a repeated signal.
+            if signum == request.signum and time.monotonic() - first[0] < REPEAT_WINDOW_S:
+                return
             raise KeyboardInterrupt
+        first.append(time.monotonic())
         request.set(signal.Signals(signum).name, signum)
         LOGGER.warning(f"\n{request.reason} received: finishing this batch, saving last.pt, then stopping "
                        "(send it again to stop at once)")
@@ -58,3 +67,26 @@ def stop_on_signals(request):
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+class ValidationAbandoned(Exception):
+    """A stop was requested during an epoch's validation: its metrics will never be used."""
+
+
+@contextmanager
+def abandon_validation_on_stop(callbacks, stop_wanted):
+    """While active, validation raises ValidationAbandoned before its next batch once `stop_wanted()`.
+
+    A validation pass can take minutes; schedulers kill a job some seconds after their stop signal
+    (Slurm: 30 s by default), so the stop must not wait for it."""
+    def check():
+        if stop_wanted():
+            raise ValidationAbandoned
+
+    actions = callbacks.get_registered_actions("on_val_batch_start")
+    action = {"name": "abandon_on_stop", "callback": check}
+    actions.insert(0, action)  # before other actions: nothing runs for a batch that is dropped
+    try:
+        yield
+    finally:
+        actions.remove(action)

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from utils.augment_pack import AugmentBatch
 from utils.callbacks import Callbacks
-from utils.checkpoint import save_checkpoint, strip_optimizer
+from utils.checkpoint import remove_stale_temp_files, save_checkpoint, strip_optimizer
 from utils.cpu_speed import optimise_for_training
 from utils.disk_writes import write_text
 from utils.device_augment import augment_batch
@@ -49,12 +49,12 @@ from utils.metrics import fitness
 from utils.optim import (accumulate_steps, build_lr_lambda, build_optimizer, build_scheduler, nominal_batch_size,
                          warmup, warmup_iterations)
 from utils.loop_monitor import LoopMonitor
-from utils.parallel import de_parallel, grad_sync
+from utils.parallel import de_parallel, global_rank, grad_sync
 from utils.progress import is_terminal, progress_kwargs
-from utils.results_log import append_results, plot_results
+from utils.results_log import append_results, plot_results, truncate_results
 from utils.seeds import epoch_seed, init_seeds
 from utils.train_imgsz import TRAIN_IMGSZ_KEY
-from utils.train_interrupts import StopRequest, stop_on_signals
+from utils.train_interrupts import StopRequest, ValidationAbandoned, abandon_validation_on_stop, stop_on_signals
 from utils.train_state import restore_loop, restore_training, resumable_checkpoint, resume_start_epoch
 
 LOGGER = logging.getLogger("yolov5")
@@ -68,7 +68,8 @@ class Trainer:
     def __init__(self, opt, hyp, device, callbacks=None, data=None):
         self.opt, self.hyp, self.device = opt, dict(hyp), device
         self.callbacks = callbacks or Callbacks()
-        self.rank, self.world_size = device.local_rank, max(device.world_size, 1)
+        self.world_size = max(device.world_size, 1)
+        self.rank = global_rank(device.local_rank, self.world_size)  # the same as local on one node
         self.main_process = self.rank in (-1, 0)
         self.save_dir = Path(opt.save_dir)
         self.weights_dir = self.save_dir / "weights"
@@ -98,6 +99,9 @@ class Trainer:
         self.start_epoch, self.best_fitness, self.epochs = 0, 0.0, opt.epochs
         if resume:  # nothing is written before this: a finished run stays untouched
             self.start_epoch = resume_start_epoch(ckpt, opt.weights, self.epochs)
+            if self.main_process:  # rows of epochs last.pt does not hold are logged again
+                truncate_results(self.save_dir / "results.csv", self.start_epoch)
+                remove_stale_temp_files(self.weights_dir)
 
         self.model = optimise_for_training(dev.move(model), dev)  # CPU: keep freed memory (no page faults)
         freeze_layers(self.model, opt.freeze)
@@ -214,9 +218,12 @@ class Trainer:
         self.callbacks.run("on_train_start")
         for epoch in range(self.start_epoch, self.epochs):
             outcome = self._train_epoch(epoch)  # None, 'iters' or 'stop'
-            self._end_epoch(epoch, complete=outcome != "stop", iters_reached=outcome == "iters")
-            finished += outcome != "stop"
-            if outcome == "stop" or self._agree(self._stop_wanted()):
+            finished += self._end_epoch(epoch, complete=outcome != "stop", iters_reached=outcome == "iters")
+            # rank 0 alone asks the early stopper, so its verdict is shared with the other ranks here
+            stop_now = outcome == "stop"
+            if not stop_now:
+                stop_now, self.stop_early = self._agree(self._stop_wanted(), self.stop_early)
+            if stop_now:
                 self.stop.set("callback")  # keeps a signal's reason when there was one
                 self.interrupted = True
                 break
@@ -364,6 +371,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ epoch end
     def _end_epoch(self, epoch, complete=True, iters_reached=False):
+        """Validate, log and save a finished epoch; returns whether the epoch counts as finished."""
         opt = self.opt
         lr = [x["lr"] for x in self.optimizer.param_groups]  # of the last batch, as v6.0 logs them
         if complete:
@@ -372,30 +380,45 @@ class Trainer:
         if complete and self.world_size > 1:
             self._validate_distributed(epoch, iters_reached)
         if not self.main_process:
-            return
+            return complete
         self.ema.update_attr(self.model)
         may_save = not opt.skip and not opt.evolve
         if not complete:  # stopped in the middle: save where we are, labelled with the last full epoch
             if may_save:
                 self._save(epoch - 1, is_best=False, interrupted=True)
-            return
+            return False
         final_epoch = epoch + 1 == self.epochs or self.stopper.possible_stop or iters_reached
         if self.world_size == 1 and not opt.skip and (not opt.noval or final_epoch):
             from utils.validator import run as validate
-            self.results, self.maps, _ = validate(
-                self.data, batch_size=self.batch_size * 2, imgsz=self.imgsz, model=self.ema.ema,
-                single_cls=opt.single_cls, dataloader=self.val_loader, save_dir=self.save_dir, plots=False,
-                callbacks=self.callbacks, compute_loss=self.compute_loss, device=self.device)
+            try:
+                with abandon_validation_on_stop(self.callbacks, self._stop_wanted):
+                    self.results, self.maps, _ = validate(
+                        self.data, batch_size=self.batch_size * 2, imgsz=self.imgsz, model=self.ema.ema,
+                        single_cls=opt.single_cls, dataloader=self.val_loader, save_dir=self.save_dir,
+                        plots=False, callbacks=self.callbacks, compute_loss=self.compute_loss, device=self.device)
+            except ValidationAbandoned:
+                self._abandon_epoch(epoch, lr, may_save)
+                return False
         fi = float(fitness(np.array(self.results).reshape(1, -1))[0])
         self.best_fitness = max(self.best_fitness, fi)
         # v6.0 asks the stopper after saving; asking before lets last.pt hold its state for resume
-        self.stop_early = self.world_size == 1 and self.stopper(epoch=epoch, fitness=fi)
+        self.stop_early = self.stopper(epoch=epoch, fitness=fi)
         values = list(self.epoch_loss) + list(self.results) + lr
         append_results(self.save_dir / "results.csv", epoch, values)
         self.callbacks.run("on_fit_epoch_end", values, epoch, self.best_fitness, fi)
         if may_save and (not opt.nosave or final_epoch or self._stop_wanted()):
             self._save(epoch, is_best=fi == self.best_fitness)
             self.callbacks.run("on_model_save", self.last, epoch, final_epoch, self.best_fitness, fi)
+        return True
+
+    def _abandon_epoch(self, epoch, lr, may_save):
+        """Stop requested during validation: save as if stopped at the epoch's last batch (the resumed run
+        repeats the epoch from the weights reached, at the learning rates it trained with)."""
+        LOGGER.info(f"\nValidation of epoch {epoch} abandoned: stopping now (the resumed run repeats epoch {epoch})")
+        for group, rate in zip(self.optimizer.param_groups, lr):
+            group["lr"] = rate  # undo this epoch's scheduler step
+        if may_save:
+            self._save(epoch - 1, is_best=False, interrupted=True)
 
     def _validate_distributed(self, epoch, iters_reached):
         """DDP: every rank validates its share of the batches with rank 0's EMA weights; all ranks get
@@ -428,13 +451,14 @@ class Trainer:
         ckpt = resumable_checkpoint(self.model, self.ema, self.optimizer, epoch, self.best_fitness, self.opt,
                                     loop, interrupted=interrupted)
         ckpt[TRAIN_IMGSZ_KEY] = int(self.imgsz)  # val.py and detect.py default to it
-        save_checkpoint(ckpt, self.last)
-        self.saved_last = True
+        # last.pt goes last: it is what --resume continues from, so whatever a kill interrupts before
+        # it (best.pt, epoch{N}.pt) is written again when the resumed run repeats the epoch.
+        if is_best:
+            save_checkpoint({k: v for k, v in ckpt.items() if k != "resume_state"}, self.best)
         if epoch >= 0 and self.opt.save_period > 0 and epoch % self.opt.save_period == 0 and not interrupted:
             save_checkpoint(ckpt, self.weights_dir / f"epoch{epoch}.pt")
-        if is_best:
-            ckpt.pop("resume_state")
-            save_checkpoint(ckpt, self.best)
+        save_checkpoint(ckpt, self.last)
+        self.saved_last = True
 
     def _finish(self):
         """Strip the optimizer from last.pt and best.pt, re-validate best.pt with plots, plot results."""
