@@ -4,6 +4,7 @@ Python hands such names around as str with lone surrogates. They must still open
 everything shown or stored as text (logs, plots, json, TensorBoard) shows U+FFFD instead; OpenCV
 crashes the whole process (SIGSEGV) on them, so no such str may reach it.
 """
+import io
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from train_helpers import COCO_NAMES, OneThread, REPO_ROOT, train_in_process
@@ -143,3 +145,30 @@ def test_train_val_detect_with_undecodable_names(undecodable_dataset, tmp_path, 
     crops = {f for d in os.listdir(det_dir / "crops") for f in os.listdir(det_dir / "crops" / d)}
     assert {f"{n}.jpg" for n in NAMES} <= crops
     assert f"{GBK}.txt" in os.listdir(det_dir / "labels")
+
+
+def test_export_and_demo_data_print_undecodable_names(tmp_path, capsys):
+    """export.py and the demo-data generator print their output paths through the strict capsys stream."""
+    import export
+    from models.yolo import Model
+    from utils.checkpoint import save_checkpoint
+    from utils.demo_data import main as demo_data_main
+
+    folder = tmp_path / GBK
+    folder.mkdir()
+    weights = folder / (LATIN1 + ".pt")
+    torch.manual_seed(0)
+    model = Model(str(REPO_ROOT / "yolov5" / "models" / "yolov5n.yaml"), nc=2)
+    save_checkpoint({"epoch": -1, "model": model.half(), "optimizer": None}, weights)
+    with OneThread():
+        export.main(["--weights", str(weights), "--img", "64", "--include", "torchscript", "--device", "cpu"])
+    out = capsys.readouterr().out
+    _no_surrogates(out)
+    assert f"saved as {printable(folder / LATIN1)}.torchscript.pt" in out
+    scripted = torch.jit.load(io.BytesIO((folder / (LATIN1 + ".torchscript.pt")).read_bytes()))  # the real name
+    assert scripted(torch.zeros(1, 3, 64, 64))[0].shape == (1, 252, 7)
+
+    demo_data_main(["--out", str(folder / "demo"), "--n-train", "2", "--n-val", "1", "--imgsz", "64"])
+    out = capsys.readouterr().out
+    _no_surrogates(out)
+    assert out.strip() == f"demo dataset ready: {printable(folder / 'demo' / 'demo.yaml')}"

@@ -74,6 +74,7 @@ def study(opt, sizes=STUDY_SIZES):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from utils.printable import printable
     from utils.run_dir import increment_path
 
     save_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok)
@@ -84,7 +85,7 @@ def study(opt, sizes=STUDY_SIZES):
         out = save_dir / f"study_{Path(opt.data).stem}_{Path(w).stem}.txt"
         rows = []
         for size in sizes:
-            print(f"\nRunning {out.name} --imgsz {size}...")
+            print(f"\nRunning {printable(out.name)} --imgsz {size}...")
             r, _, t = run(opt.data, weights=w, batch_size=opt.batch_size, imgsz=size, conf_thres=opt.conf_thres,
                           iou_thres=opt.iou_thres, device=opt.device, workers=opt.workers, single_cls=opt.single_cls,
                           half=opt.half or None, plots=False, project=save_dir, name="study", exist_ok=True)
@@ -92,8 +93,8 @@ def study(opt, sizes=STUDY_SIZES):
         rows = np.array(rows, dtype=np.float64).reshape(-1, 10)
         np.savetxt(out, rows, fmt="%10.4g")
         results[w] = rows
-        ax.plot(rows[:, 8], rows[:, 3] * 100, ".-", label=Path(w).stem)
-        print(f"Study results saved to {out}")
+        ax.plot(rows[:, 8], rows[:, 3] * 100, ".-", label=printable(Path(w).stem))
+        print(f"Study results saved to {printable(out)}")
     ax.set_xlabel("inference time (ms/img)")
     ax.set_ylabel("mAP@.5:.95 (%)")
     ax.legend(loc="lower right")

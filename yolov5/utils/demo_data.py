@@ -35,6 +35,7 @@ import numpy as np
 import yaml
 
 from utils.errors import UserError, exit_on_user_error
+from utils.printable import printable
 
 NAMES = ("circle", "square", "triangle", "star", "ring", "cross")
 HUES = (0, 120, 60, 30, 150, 90)  # OpenCV hue (0-179) of each class: red, blue, green, yellow, magenta, cyan
@@ -261,7 +262,7 @@ def main(argv=None):
     parser.add_argument("--force", action="store_true", help="regenerate even if the folder already holds one")
     opt = parser.parse_args(argv)
     path = ensure_demo_dataset(opt.out, opt.n_train, opt.n_val, opt.imgsz, opt.seed, force=opt.force)
-    print(f"demo dataset ready: {path / YAML_NAME}")
+    print(f"demo dataset ready: {printable(path / YAML_NAME)}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import io
 import json
 import time
 import warnings
@@ -23,6 +24,7 @@ import torch.nn as nn
 from utils.errors import UserError
 from utils.image_size import check_img_size
 from utils.model_files import find_weights
+from utils.printable import printable
 
 SUPPORTED_FORMATS = ("torchscript", "onnx")
 UPSTREAM_ONLY_FORMATS = ("coreml", "saved_model", "pb", "tflite", "tfjs")
@@ -104,12 +106,17 @@ def export_torchscript(wrapper, im, file, meta, optimize=False, prefix="TorchScr
     with quiet_tracing():
         ts = torch.jit.trace(wrapper, im, strict=False)
     extra = {"config.txt": json.dumps(meta)}
+    # serialised in memory and written by Python: TorchScript's own file writer takes only names that
+    # are valid UTF-8 (Linux names are bytes; GBK or latin-1 folders are common)
     if optimize:
         from torch.utils.mobile_optimizer import optimize_for_mobile
-        optimize_for_mobile(ts)._save_for_lite_interpreter(str(f), _extra_files=extra)
+        data = optimize_for_mobile(ts)._save_to_buffer_for_lite_interpreter(_extra_files=extra)
     else:
-        ts.save(str(f), _extra_files=extra)
-    print(f"{prefix} export success, saved as {f} ({file_size_mb(f):.1f} MB)")
+        buffer = io.BytesIO()
+        torch.jit.save(ts, buffer, _extra_files=extra)
+        data = buffer.getvalue()
+    f.write_bytes(data)
+    print(f"{prefix} export success, saved as {printable(f)} ({file_size_mb(f):.1f} MB)")
     return f
 
 
@@ -167,7 +174,7 @@ def export_onnx(wrapper, im, file, meta, opset=13, train=False, dynamic=False, s
         prop = model_onnx.metadata_props.add()
         prop.key, prop.value = key, str(meta[key])
     onnx.save(model_onnx, str(f))
-    print(f"{prefix} export success, saved as {f} ({file_size_mb(f):.1f} MB)")
+    print(f"{prefix} export success, saved as {printable(f)} ({file_size_mb(f):.1f} MB)")
     return f
 
 
@@ -203,7 +210,7 @@ def run(weights="yolov5s.pt", imgsz=(640, 640), batch_size=1, device="cpu", incl
         y = wrapper(im)  # dry runs: build grids, catch shape errors before tracing
     meta = metadata(model, im)
     shape = tuple(y[0].shape)
-    print(f"\nPyTorch: starting from {file} ({file_size_mb(file):.1f} MB), output shape {shape}")
+    print(f"\nPyTorch: starting from {printable(file)} ({file_size_mb(file):.1f} MB), output shape {shape}")
 
     outputs = []
     if "torchscript" in formats:
@@ -211,7 +218,7 @@ def run(weights="yolov5s.pt", imgsz=(640, 640), batch_size=1, device="cpu", incl
     if "onnx" in formats:
         outputs.append(export_onnx(wrapper, im, file, meta, opset=opset, train=train, dynamic=dynamic,
                                    simplify=simplify))
-    print(f"\nExport complete ({time.time() - t:.2f}s)\nResults saved to {file.parent.resolve()}")
+    print(f"\nExport complete ({time.time() - t:.2f}s)\nResults saved to {printable(file.parent.resolve())}")
     if "onnx" in formats:
         print("ONNX models deploy with Cambricon MagicMind (its ONNX parser) and NVIDIA TensorRT")
     return outputs

@@ -60,9 +60,11 @@ def resume_start_epoch(ckpt, weights, epochs):
                         f"so there is nothing to resume. To train further, start a new run from it: "
                         f"python train.py --weights {weights} --epochs N")
     start_epoch = epoch + 1
-    if start_epoch >= epochs:
+    if start_epoch > epochs:
         raise UserError(f"--resume {weights}: this run already finished all {epochs} epochs; to train "
                         f"further, start a new run: python train.py --weights {weights} --epochs N")
+    # start_epoch == epochs: every epoch was trained and saved, but the run stopped before its finish
+    # step (optimizer stripping, final validation of best.pt); the resumed run does only that step
     return start_epoch
 
 

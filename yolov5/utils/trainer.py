@@ -134,7 +134,11 @@ class Trainer:
         self.scaler = dev.make_grad_scaler(enabled=self.amp)
         if resume:
             self.best_fitness = restore_training(ckpt, self.model, self.ema, self.optimizer)
-            LOGGER.info(f"Resuming training from {opt.weights} at epoch {self.start_epoch} of {self.epochs}")
+            if self.start_epoch < self.epochs:
+                LOGGER.info(f"Resuming training from {opt.weights} at epoch {self.start_epoch} of {self.epochs}")
+            else:
+                LOGGER.info(f"Resuming training from {opt.weights}: all {self.epochs} epochs were trained; "
+                            "finishing the run (optimizer stripped, best.pt validated)")
         self.scheduler.last_epoch = self.start_epoch - 1  # keeps the restored learning rates
         if len(dev.indices) > 1 and self.rank == -1:  # several CUDA devices without torchrun
             LOGGER.warning("WARNING: DataParallel is slower than DDP; use torchrun --nproc_per_node N train.py")
