@@ -19,7 +19,7 @@ import yaml
 
 from train_helpers import COCO_NAMES, OneThread, REPO_ROOT, train_in_process
 from utils.image_files import open_video, write_image
-from utils.printable import is_printable, printable
+from utils.printable import escaped, is_printable, printable
 
 GBK = os.fsdecode(b"\xb2\xe2\xca\xd4")  # the GBK bytes of 测试 ("test")
 LATIN1 = os.fsdecode(b"caf\xe9")
@@ -31,6 +31,8 @@ def test_printable_shows_replacement_characters():
     assert printable(LATIN1 + ".jpg") == "caf\ufffd.jpg"
     assert printable("测试.jpg") == "测试.jpg"  # valid UTF-8 names are shown as they are
     assert not is_printable(LATIN1) and is_printable("测试")
+    # keys naming files stay unique where the replacement character would merge them
+    assert escaped(LATIN1) == "caf\\xe9" != escaped(os.fsdecode(b"caf\xe8")) and escaped("测试") == "测试"
 
 
 def test_opencv_sinks_survive_undecodable_names(tmp_path):
@@ -125,7 +127,7 @@ def test_train_val_detect_with_undecodable_names(undecodable_dataset, tmp_path, 
     val_dir = project / "val"
     assert sorted(os.listdir(val_dir / "labels")) == sorted(f"{n}.txt" for n in NAMES)  # real names kept
     ids = json.loads((val_dir / "last_predictions_image_ids.json").read_text(encoding="utf-8"))
-    assert sorted(ids) == sorted(["\ufffd" * 4, "caf\ufffd", "plain_a", "plain_b"])
+    assert sorted(ids) == sorted(["\\xb2\\xe2\\xca\\xd4", "caf\\xe9", "plain_a", "plain_b"])  # unique keys
     assert (val_dir / "val_batch0_pred.jpg").stat().st_size > 0
 
     source = tmp_path / "source"

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from utils.errors import UserError
-from utils.printable import printable
+from utils.printable import escaped, printable
 
 # COCO category id of each of the 80 YOLO classes (COCO's ids run 1..90 with gaps).
 COCO80_TO_COCO91 = (
@@ -103,7 +103,7 @@ class CocoPredictionWriter:
         if self.assigned:
             id_file = json_file.with_name(json_file.stem + '_image_ids.json')
             # stems of names that are not valid UTF-8 are shown with U+FFFD: JSON tools reject lone surrogates
-            id_file.write_text(json.dumps({printable(k): v for k, v in self.assigned.items()}, indent=1))
+            id_file.write_text(json.dumps({escaped(k): v for k, v in self.assigned.items()}, indent=1))
         return json_file
 
 

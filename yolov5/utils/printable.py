@@ -13,6 +13,12 @@ def printable(text) -> str:
     return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
+def escaped(text) -> str:
+    """`text` with each undecodable file-name byte written as \\xNN: unique and reversible, for keys that
+    name files (two names differing only in such bytes must not share a key)."""
+    return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def is_printable(text) -> bool:
     """True when `text` holds no undecodable file-name bytes (OpenCV may take it as it is)."""
     try:
