@@ -57,3 +57,18 @@ def test_train_with_batch_size_minus_one_on_cpu_uses_16(tmp_path, real_images_di
     out = capsys.readouterr()
     assert "--batch-size -1 (AutoBatch): it needs an accelerator (CUDA or MLU); using batch size 16" in out.out + out.err
     assert yaml.safe_load((tmp_path / "ab" / "opt.yaml").read_text())["batch_size"] == 16
+
+
+def test_batch_size_minus_one_under_torchrun_is_refused_with_the_autobatch_message(tmp_path, real_images_dir,
+                                                                                 capsys, monkeypatch):
+    """Checked before the multiple-of-processes rule (which -1 would fail with a misleading message)."""
+    from train_helpers import make_data_yaml, train_args, train_in_process
+    data = make_data_yaml(tmp_path, real_images_dir, n=8)
+    for key, value in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SystemExit) as stop:
+        train_in_process(train_args(data, tmp_path, "ab", 64, -1, 1, "--noautoanchor"))
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ERROR")]
+    assert stop.value.code == 2 and len(errors) == 1
+    assert "--batch-size -1 (AutoBatch) works with one device" in errors[0] and "multiple of" in errors[0]
+    assert not (tmp_path / "ab").exists()  # refused before anything was written

@@ -147,7 +147,10 @@ def main(argv=None, callbacks=None):
     from utils.devices import select_device
     from utils.train_setup import load_hyp
 
-    device = select_device(opt.device, batch_size=opt.batch_size)
+    device = select_device(opt.device, batch_size=opt.batch_size if opt.batch_size != -1 else None)
+    if opt.batch_size == -1 and (device.world_size > 1 or len(device.indices) > 1):
+        raise UserError("--batch-size -1 (AutoBatch) works with one device; with several, give the total "
+                        "batch size (a multiple of the device count)")
     if device.world_size > 1:
         if opt.image_weights or opt.evolve:
             raise UserError("--image-weights and --evolve are not supported with several processes (torchrun)")
