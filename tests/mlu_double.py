@@ -60,8 +60,10 @@ class _TimingEvent:
         self.double.log(f"{self.kind}.synchronize")
         self.synced = True
 
-    def query(self):
-        return True
+    def query(self):  # work is done as soon as it is recorded here: a completed event
+        self.double.log(f"{self.kind}.query")
+        self.synced = self.t is not None
+        return self.synced
 
     def _durations(self, end):
         if not (self.enable_timing and end.enable_timing):

@@ -150,8 +150,10 @@ def test_mlu_hardware_time_from_device_events(tmp_path, monkeypatch):
     assert m["hardware_time_avg"] == 0.02  # µs -> s, first sample dropped
     assert m["hardware_time_var"] == round(float(np.var([0.01, 0.02, 0.03])), 10)
     assert m["iterations"] == 3 and m["cards"] == 1
-    assert double.names().count("Event.synchronize") == 4  # each sample waits for the device
-    assert double.names().count("Event.hardware_time") == 4
+    # events are polled, never waited for: the host does not wait for the device at any sample
+    assert double.names().count("Event.synchronize") == 0 and double.names().count("synchronize") == 0
+    assert double.names().count("Event.query") == 4 and double.names().count("Event.hardware_time") == 4
+    assert m["batch_time_avg"] == 0.04  # the events' elapsed times (ms -> s), first sample dropped
     (rec,) = read_lines(tmp_path / "bench.log")
     assert rec["device"] == "MLU370-X8" and rec["torch_mlu_version"] == double.version
     assert rec["peak_memory_mb"] == double.peak_bytes / 2 ** 20
@@ -257,3 +259,62 @@ def test_standalone_import_without_trainer_on_path(repo_root):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=repo_root, env={"PATH": "/usr/bin:/bin"}, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_every_iteration_timed_without_a_host_wait_on_the_standin_mlu(tmp_path, monkeypatch, standin_counters):
+    """Device events polled, not waited for: timing a loop adds no synchronize and no device->host copy
+    (the stand-in runs kernels at once, so every event has completed when polled: no wait even at the end)."""
+    monkeypatch.setenv("YOLOV5_STANDIN_MLU", "1")
+    monkeypatch.setenv("BENCHMARK_LOG", str(tmp_path / "bench.log"))
+    monkeypatch.setenv("MLU_ADAPTIVE_STRATEGY_COUNT", "1")
+    device = select_device("mlu", log=False)
+    mc = MetricCollector(enable_only_benchmark=True, record_elapsed_time=True, device=device)
+    x = torch.ones(32, 32, device="mlu")
+    before = standin_counters()
+    mc.place()
+    for _ in range(5):
+        x = (x @ x).clamp_(max=1.0)
+        mc.record()
+        mc.place()
+    during = standin_counters()
+    assert (during["synchronizes"], during["d2h_copies"]) == (before["synchronizes"], before["d2h_copies"])
+    m = mc.get_metrics()
+    assert m["iterations"] == 4 and m["warmup_iterations"] == 1 and m["batch_time_avg"] > 0
+    assert standin_counters()["synchronizes"] == before["synchronizes"]
+
+
+class _QueuedEvent:
+    """An event on a busy device: complete only once the device reached it (here: when `done` is set)."""
+    device_done = 0  # events recorded up to this count have completed
+    recorded = 0
+
+    def __init__(self, enable_timing=True):
+        self.n = None
+
+    def record(self):
+        _QueuedEvent.recorded += 1
+        self.n = _QueuedEvent.recorded
+
+    def query(self):
+        return self.n <= _QueuedEvent.device_done
+
+    def synchronize(self):
+        _QueuedEvent.device_done = max(_QueuedEvent.device_done, self.n)
+
+    def elapsed_time(self, end):
+        assert end.query(), "read before the device finished"
+        return 10.0 * (end.n - self.n)  # ms
+
+
+def test_deferred_laps_read_finished_intervals_in_order_and_wait_once():
+    from utils.device_timing import DeferredLaps
+    _QueuedEvent.device_done = _QueuedEvent.recorded = 0
+    laps = DeferredLaps(_QueuedEvent)
+    for _ in range(3):
+        laps.start()
+        laps.stop()
+    assert laps.ready() == []  # nothing finished yet: no wait, nothing read
+    _QueuedEvent.device_done = 4  # the first two intervals (events 1-4) are done
+    assert [lap.elapsed_ms for lap in laps.ready()] == [10.0, 10.0]
+    assert [lap.elapsed_ms for lap in laps.ready(wait=True)] == [10.0]
+    assert _QueuedEvent.device_done == 6 and laps.ready(wait=True) == []

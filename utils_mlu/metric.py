@@ -14,9 +14,11 @@ names an output file, drops the first MLU_ADAPTIVE_STRATEGY_COUNT samples as war
     mc.dump()
 
 Differences from the seed, on purpose:
-- timing comes from the `device` object (`utils.devices.Device`): the hardware timer uses its
-  stopwatch (MLU events or Notifiers, hardware time in µs -> s), and without one the wall clock
-  is read only after `device.synchronize()`, so asynchronous work is counted;
+- timing comes from the `device` object (`utils.devices.Device`): where the device has events that
+  can be polled (CUDA, torch_mlu >= 1.13), each interval is timed between two events on the
+  device and read once they have completed, so no iteration waits for the device (one wait when
+  the metrics are read); torch_mlu 1.x Notifiers time hardware at every sample (a wait each), and
+  without events the wall clock is read after `device.synchronize()`, so asynchronous work counts;
 - one JSON object per line (the seed pretty-printed, which no JSON reader can stream);
 - environment variables are read when a collector is built, not at import;
 - too few iterations never crash: the record says so in `status` and a warning is issued;
@@ -135,7 +137,10 @@ class MetricCollector:
         if self._hardware is not None and device is None:
             warnings.warn("MetricCollector: record_hardware_time needs device=...; not recording it")
             self._hardware = None
-        self._watch = device.stopwatch() if (self.enabled and self._hardware) else None
+        # events polled later where the device allows it: no host wait per iteration; otherwise a
+        # stopwatch (hardware time) or a synchronize before the wall clock, at every sample
+        self._laps = device.deferred_laps() if (self.enabled and device is not None) else None
+        self._watch = device.stopwatch() if (self.enabled and self._hardware and self._laps is None) else None
         self._hardware_supported = True
         self._t0 = None
         self._inserted = OrderedDict()
@@ -145,13 +150,20 @@ class MetricCollector:
         """Start of an interval."""
         if not self.enabled:
             return
-        if self._watch is not None:
+        if self._laps is not None:
+            self._laps.start()
+        elif self._watch is not None:
             self._watch.start()
         self._t0 = time.perf_counter()
 
     def record(self) -> None:
         """End of an interval: take one sample per enabled timer (dropped while warming up)."""
         if not self.enabled or self._t0 is None:
+            return
+        if self._laps is not None:  # device events: samples are read once their work has finished
+            self._laps.stop()
+            self._take(self._laps.ready())
+            self._t0 = None
             return
         lap = self._watch.stop() if self._watch is not None else None  # synchronises the device
         if self._elapsed is not None:
@@ -165,6 +177,17 @@ class MetricCollector:
                 self._hardware.add(lap.hardware_us / 1e6)
         self._t0 = None
 
+    def _take(self, laps) -> None:
+        """Samples from device event intervals (ms, and MLU hardware µs)."""
+        for lap in laps:
+            if self._elapsed is not None:
+                self._elapsed.add(lap.elapsed_ms / 1e3)
+            if self._hardware is not None:
+                if lap.hardware_us is None:
+                    self._hardware_supported = False
+                else:
+                    self._hardware.add(lap.hardware_us / 1e6)
+
     def insert_metrics(self, **kwargs) -> None:
         """Add run facts (net, batch_size, cards, precision, DPF_mode, accuracy, ...); merged."""
         if self.enabled:
@@ -175,6 +198,8 @@ class MetricCollector:
         metrics = OrderedDict()
         if not self.enabled:
             return metrics
+        if self._laps is not None:  # the one host wait of the run
+            self._take(self._laps.ready(wait=True))
         timers = [(s, p) for s, p in ((self._elapsed, "batch_time"), (self._hardware,
                   "hardware_time")) if s is not None]
         for series, prefix in timers:

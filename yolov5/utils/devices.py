@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 
 from utils.device_spec import launch_env, parse_device, visible_devices
-from utils.device_timing import Stopwatch
+from utils.device_timing import DeferredLaps, Stopwatch
 from utils.errors import UserError
 from utils.standin_device import is_standin, load_standin_if_requested
 
@@ -192,6 +192,16 @@ class Device:
             return Stopwatch(lambda: event_cls(enable_timing=True))
         notifier = importlib.import_module("torch_mlu.core.device.notifier")  # 1.x builds
         return Stopwatch(notifier.Notifier)
+
+    def deferred_laps(self) -> Optional[DeferredLaps]:
+        """Intervals timed without host waits, where the device has record()-style events that can
+        be polled (CUDA, torch_mlu >= 1.13); None on CPU and on torch_mlu 1.x Notifiers."""
+        if self.kind == "cpu":
+            return None
+        event_cls = getattr(self.module, "Event", None)
+        if event_cls is None or not all(hasattr(event_cls(enable_timing=True), a) for a in ("record", "query")):
+            return None
+        return DeferredLaps(lambda: event_cls(enable_timing=True))
 
     def memory_reserved(self) -> Optional[int]:
         """Bytes held by the caching allocator (None on CPU)."""
