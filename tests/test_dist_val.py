@@ -137,11 +137,10 @@ def test_val_py_under_torchrun_equals_one_process(tmp_path, real_images_dir, ups
     Upstream's seeded random yolov5n at 64 px scores low but above zero, with hundreds of ranked
     detections per image, so a rank that scored only its own shard gets different numbers."""
     import val
-    from train_helpers import OneThread, cli_env
+    from train_helpers import COCO_NAMES, OneThread, cli_env
     data = tmp_path / "coco16.yaml"
     data.write_text(yaml.safe_dump({"path": str(real_images_dir), "train": "images/train2017",
-                                    "val": "images/train2017", "nc": NC,
-                                    "names": yaml.safe_load((YOLO_DIR / "data" / "coco128.yaml").read_text())["names"]}))
+                                    "val": "images/train2017", "nc": NC, "names": COCO_NAMES}))
     # batch 3: 6 rectangular batches of 16 images, the last one short; 3 per rank
     args = ["--weights", str(upstream_checkpoint), "--data", str(data), "--img", "64", "--batch-size", "3",
             "--device", "cpu", "--workers", "0", "--project", str(tmp_path), "--verbose"]

@@ -1,6 +1,7 @@
 """Stop signals sent to the whole process group (Slurm, torchrun, `kill -TERM -<pgid>`) while
 dataloader workers run: the trainer stops cleanly (exit 143 / 130, resumable last.pt), no worker
-traceback, and a process that exits with workers still alive does not hang."""
+traceback, and a process that exits with workers still alive does not hang; in one process and
+with 2 DDP ranks (gloo), where the ranks also leave a running validation together."""
 import os
 import signal
 import subprocess
@@ -143,3 +144,117 @@ def test_a_forwarded_duplicate_signal_is_one_request_a_later_repeat_stops_at_onc
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(1)  # the handler runs here at the latest
+
+
+# Starts the two ranks of a gloo run with torchrun's variables, as one process group, and reports their
+# exit codes. It stays alive through the group's signal (torchrun itself would exit 1 on it): the test
+# needs each rank's own exit code.
+RANK_LAUNCHER = textwrap.dedent("""
+    import os, signal, subprocess, sys
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *args: None)  # a handler, not SIG_IGN: the ranks get the default back
+    port, argv = sys.argv[1], sys.argv[2:]
+    ranks = [subprocess.Popen([sys.executable] + argv, env=dict(
+        os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=port, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2",
+        LOCAL_WORLD_SIZE="2")) for r in (0, 1)]
+    codes = []
+    for p in ranks:
+        while True:
+            try:
+                codes.append(p.wait())
+                break
+            except InterruptedError:
+                pass
+    print("RANK EXIT CODES", *codes, flush=True)
+""")
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_run_and_signal_group(tmp_path, script, args, hook, sig):
+    """Both ranks in one new session; at rank 0's marker, signal the whole group. Returns (rank exit
+    codes, output, seconds from signal to the last rank's exit)."""
+    launcher = tmp_path / "launch_ranks.py"
+    launcher.write_text(RANK_LAUNCHER)
+    code, out, took, _ = _run_and_signal_group(launcher, [_free_port(), script, *args], hook, sig)
+    assert code == 0, out[-4000:]
+    codes = next(line for line in out.splitlines() if line.startswith("RANK EXIT CODES")).split()[3:]
+    return [int(c) for c in codes], out, took
+
+
+def test_ddp_group_sigterm_in_a_training_batch_with_workers(tmp_path, real_images_dir):
+    """2 ranks (gloo), 2 loader workers each, SIGTERM to the whole group during a training batch: every
+    rank exits 143 at the same batch, rank 0 saves a resumable last.pt, and a single process resumes it."""
+    data = make_data_yaml(tmp_path, real_images_dir, n=16)
+    script = tmp_path / "marked_train.py"
+    script.write_text(WRAPPER.format(yolo_dir=str(YOLO_DIR)))
+    last = tmp_path / "tr" / "weights" / "last.pt"
+    args = with_workers(train_args(data, tmp_path, "tr", 64, 4, 1, "--noautoanchor"), 2)
+    codes, out, took = _ddp_run_and_signal_group(tmp_path, script, args, "on_train_batch_end", signal.SIGTERM)
+    assert codes == [143, 143], out[-4000:]
+    assert "DataLoader worker" not in out and "Traceback" not in out, out[-4000:]
+    assert out.count("SIGTERM received") == 2 and took < 20, (took, out[-4000:])
+    ckpt = load_checkpoint(last)
+    state = ckpt["resume_state"]
+    # 8 images per rank in batches of 2: the ranks agree on the stop at batch 1 (the refresh after the
+    # signal) and leave together, without starting batch 2
+    assert ckpt["epoch"] == -1 and state["interrupted"] and state["iterations_done"] == 2
+    assert resume_start_epoch(ckpt, last, 1) == 0
+
+    done = subprocess.run([sys.executable, "train.py", "--resume", str(last)], cwd=YOLO_DIR, env=cli_env(),
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert list(read_results(tmp_path / "tr" / "results.csv")[1][:, 0]) == [0]
+    assert load_checkpoint(last)["epoch"] == -1 and "resume_state" not in load_checkpoint(last)
+
+
+def test_ddp_group_sigint_during_validation_abandons_it_on_every_rank(tmp_path, real_images_dir):
+    """SIGINT to the group while the 2 ranks validate their shards: the ranks agree at the next validation
+    batch, leave the validation together, rank 0 saves the trained epoch as interrupted, both exit 130."""
+    data = make_data_yaml(tmp_path, real_images_dir, n=16)
+    script = tmp_path / "marked_train.py"
+    script.write_text(WRAPPER.format(yolo_dir=str(YOLO_DIR)))
+    args = with_workers(train_args(data, tmp_path, "va", 64, 4, 1, "--noautoanchor"), 2)
+    # validation batches of 4: 4 batches, 2 per rank; rank 0 pauses after its first one
+    codes, out, took = _ddp_run_and_signal_group(tmp_path, script, args, "on_val_batch_end", signal.SIGINT)
+    assert codes == [130, 130], out[-4000:]
+    assert "DataLoader worker" not in out and "Traceback" not in out, out[-4000:]
+    assert "Validation of epoch 0 abandoned" in out and took < 20, (took, out[-4000:])
+    ckpt = load_checkpoint(tmp_path / "va" / "weights" / "last.pt")
+    state = ckpt["resume_state"]
+    # the whole epoch trained (4 batches per rank), saved as a stop at its last batch
+    assert ckpt["epoch"] == -1 and state["interrupted"] and state["iterations_done"] == 4
+    assert not (tmp_path / "va" / "results.csv").exists()  # an unvalidated epoch is not logged
+
+
+def test_ddp_validation_asks_only_in_the_batches_every_shard_has():
+    """Shards may differ by one batch: the ranks agree (a collective) at the start of each of their first
+    `agreed_batches` batches only, so a rank's extra batch never waits for a peer that has finished."""
+    import pytest
+
+    from utils.callbacks import Callbacks
+    from utils.train_interrupts import ValidationAbandoned, abandon_validation_on_stop
+    votes, others_want = [], [False, False, False]
+
+    def agree(flag):  # the peers' votes for batches 0, 1, ...
+        votes.append(flag)
+        return flag or others_want[len(votes) - 1]
+
+    callbacks = Callbacks()
+    with abandon_validation_on_stop(callbacks, lambda: False, agree=agree, agreed_batches=2):
+        for _ in range(3):  # this rank's shard has 3 batches, the shortest 2
+            callbacks.run("on_val_batch_start")
+    assert votes == [False, False] and callbacks.get_registered_actions("on_val_batch_start") == []
+
+    votes.clear()
+    others_want[1] = True  # a peer got the signal: this rank leaves at the same batch as the peer
+    with pytest.raises(ValidationAbandoned):
+        with abandon_validation_on_stop(callbacks, lambda: False, agree=agree, agreed_batches=2):
+            for _ in range(3):
+                callbacks.run("on_val_batch_start")
+    assert votes == [False, False]
