@@ -9,7 +9,7 @@ import sys
 import textwrap
 import time
 
-from train_helpers import YOLO_DIR, cli_env, make_data_yaml, train_args
+from train_helpers import RANK_LAUNCHER, YOLO_DIR, cli_env, free_port, make_data_yaml, train_args
 from utils.checkpoint import load_checkpoint
 from utils.results_log import read_results
 from utils.train_state import resume_start_epoch
@@ -146,42 +146,12 @@ def test_a_forwarded_duplicate_signal_is_one_request_a_later_repeat_stops_at_onc
             time.sleep(1)  # the handler runs here at the latest
 
 
-# Starts the two ranks of a gloo run with torchrun's variables, as one process group, and reports their
-# exit codes. It stays alive through the group's signal (torchrun itself would exit 1 on it): the test
-# needs each rank's own exit code.
-RANK_LAUNCHER = textwrap.dedent("""
-    import os, signal, subprocess, sys
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *args: None)  # a handler, not SIG_IGN: the ranks get the default back
-    port, argv = sys.argv[1], sys.argv[2:]
-    ranks = [subprocess.Popen([sys.executable] + argv, env=dict(
-        os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=port, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2",
-        LOCAL_WORLD_SIZE="2")) for r in (0, 1)]
-    codes = []
-    for p in ranks:
-        while True:
-            try:
-                codes.append(p.wait())
-                break
-            except InterruptedError:
-                pass
-    print("RANK EXIT CODES", *codes, flush=True)
-""")
-
-
-def _free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_run_and_signal_group(tmp_path, script, args, hook, sig):
     """Both ranks in one new session; at rank 0's marker, signal the whole group. Returns (rank exit
     codes, output, seconds from signal to the last rank's exit)."""
     launcher = tmp_path / "launch_ranks.py"
     launcher.write_text(RANK_LAUNCHER)
-    code, out, took, _ = _run_and_signal_group(launcher, [_free_port(), script, *args], hook, sig)
+    code, out, took, _ = _run_and_signal_group(launcher, [free_port(), script, *args], hook, sig)
     assert code == 0, out[-4000:]
     codes = next(line for line in out.splitlines() if line.startswith("RANK EXIT CODES")).split()[3:]
     return [int(c) for c in codes], out, took
