@@ -43,13 +43,20 @@ def with_workers(args, n):
 
 
 def _children(pid):
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        return f.read().split()
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return f.read().split()
+    except FileNotFoundError:  # it has just exited
+        return []
+
+
+def _descendants(pid):
+    return [d for c in _children(pid) for d in [c, *_descendants(c)]]
 
 
 def _run_and_signal_group(script, args, hook, sig, timeout=240):
     """Start the wrapper in a new session; at the marker, signal its whole process group.
-    Returns (exit code, output, seconds from signal to exit, worker processes seen at the signal)."""
+    Returns (exit code, output, seconds from signal to exit, processes below it at the signal)."""
     proc = subprocess.Popen([sys.executable, str(script), *map(str, args)], cwd=YOLO_DIR, start_new_session=True,
                             env=cli_env(MARK_HOOK=hook), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen, workers, sent = [], [], None
@@ -57,7 +64,7 @@ def _run_and_signal_group(script, args, hook, sig, timeout=240):
         for line in proc.stdout:
             seen.append(line)
             if line.startswith(f"MARK {hook}"):
-                workers = _children(proc.pid)
+                workers = _descendants(proc.pid)
                 sent = time.monotonic()
                 os.killpg(proc.pid, sig)
                 break
@@ -148,13 +155,13 @@ def test_a_forwarded_duplicate_signal_is_one_request_a_later_repeat_stops_at_onc
 
 def _ddp_run_and_signal_group(tmp_path, script, args, hook, sig):
     """Both ranks in one new session; at rank 0's marker, signal the whole group. Returns (rank exit
-    codes, output, seconds from signal to the last rank's exit)."""
+    codes, output, seconds from signal to the last rank's exit, processes below the launcher then)."""
     launcher = tmp_path / "launch_ranks.py"
     launcher.write_text(RANK_LAUNCHER)
-    code, out, took, _ = _run_and_signal_group(launcher, [free_port(), script, *args], hook, sig)
+    code, out, took, below = _run_and_signal_group(launcher, [free_port(), script, *args], hook, sig)
     assert code == 0, out[-4000:]
     codes = next(line for line in out.splitlines() if line.startswith("RANK EXIT CODES")).split()[3:]
-    return [int(c) for c in codes], out, took
+    return [int(c) for c in codes], out, took, below
 
 
 def test_ddp_group_sigterm_in_a_training_batch_with_workers(tmp_path, real_images_dir):
@@ -165,7 +172,9 @@ def test_ddp_group_sigterm_in_a_training_batch_with_workers(tmp_path, real_image
     script.write_text(WRAPPER.format(yolo_dir=str(YOLO_DIR)))
     last = tmp_path / "tr" / "weights" / "last.pt"
     args = with_workers(train_args(data, tmp_path, "tr", 64, 4, 1, "--noautoanchor"), 2)
-    codes, out, took = _ddp_run_and_signal_group(tmp_path, script, args, "on_train_batch_end", signal.SIGTERM)
+    codes, out, took, below = _ddp_run_and_signal_group(tmp_path, script, args, "on_train_batch_end",
+                                                        signal.SIGTERM)
+    assert len(below) >= 4, out[-3000:]  # the group held 2 ranks and their loader workers (1+ each)
     assert codes == [143, 143], out[-4000:]
     assert "DataLoader worker" not in out and "Traceback" not in out, out[-4000:]
     assert out.count("SIGTERM received") == 2 and took < 20, (took, out[-4000:])
@@ -191,8 +200,8 @@ def test_ddp_group_sigint_during_validation_abandons_it_on_every_rank(tmp_path, 
     script.write_text(WRAPPER.format(yolo_dir=str(YOLO_DIR)))
     args = with_workers(train_args(data, tmp_path, "va", 64, 4, 1, "--noautoanchor"), 2)
     # validation batches of 4: 4 batches, 2 per rank; rank 0 pauses after its first one
-    codes, out, took = _ddp_run_and_signal_group(tmp_path, script, args, "on_val_batch_end", signal.SIGINT)
-    assert codes == [130, 130], out[-4000:]
+    codes, out, took, below = _ddp_run_and_signal_group(tmp_path, script, args, "on_val_batch_end", signal.SIGINT)
+    assert len(below) >= 4 and codes == [130, 130], out[-4000:]
     assert "DataLoader worker" not in out and "Traceback" not in out, out[-4000:]
     assert "Validation of epoch 0 abandoned" in out and took < 20, (took, out[-4000:])
     ckpt = load_checkpoint(tmp_path / "va" / "weights" / "last.pt")
