@@ -7,6 +7,9 @@ and the device path gives the same bytes on the stand-in mlu device as on the CP
 """
 import random
 import shutil
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -111,3 +114,72 @@ def test_training_with_device_augmentation(tmp_path, real_images_dir):
     with pytest.raises(SystemExit) as e:
         train_in_process(train_args(data, tmp_path, "bad", 64, 4, 1, "--augment-device", "gpu"))
     assert e.value.code == 2
+
+
+DDP_RECORDER = textwrap.dedent("""
+    import os, sys
+    sys.path.insert(0, {yolo_dir!r})
+    import torch
+    import train
+    from utils.callbacks import Callbacks
+    from utils.parallel import de_parallel
+
+    rank, seen = int(os.environ["RANK"]), {{"batches": []}}
+    callbacks = Callbacks()
+
+    def batch_end(ni, model, imgs, targets, paths, plots, sync_bn):
+        seen["model"] = model
+        seen["batches"].append((ni, list(paths), targets.detach().cpu().clone(), imgs.detach().cpu().clone()))
+
+    def train_end(*args):
+        params = [p.detach().cpu().clone() for p in de_parallel(seen["model"]).parameters()]
+        torch.save({{"batches": seen["batches"], "params": params}}, os.path.join({out_dir!r}, f"rank{{rank}}.pt"))
+
+    callbacks.register_action("on_train_batch_end", "record", batch_end)
+    callbacks.register_action("on_train_end", "record", train_end)
+    train.main(sys.argv[1:], callbacks=callbacks)
+""")
+
+
+def test_two_rank_ddp_training_with_device_augmentation(tmp_path, real_images_dir):
+    """torchrun, 2 CPU ranks (gloo), --augment-device device, 2 epochs: both ranks end with the same
+    weights, results.csv holds both epochs with finite losses, and every batch of every rank has the
+    boxes, classes and (within interpolation) pixels the CPU path draws for the same seed, epoch and rank."""
+    from train_helpers import cli_env, make_data_yaml
+    from utils.results_log import read_results
+    from utils.seeds import epoch_seed
+    seed, nb = 3, 2  # 8 images, 4 per rank, batches of 2 per rank
+    data = make_data_yaml(tmp_path, real_images_dir, n=8)
+    script = tmp_path / "ddp_record.py"
+    script.write_text(DDP_RECORDER.format(yolo_dir=str(YOLO_DIR), out_dir=str(tmp_path)))
+    args = train_args(data, tmp_path / "runs", "dev", 64, 4, 2, "--augment-device", "device", "--noval",
+                      "--noautoanchor", "--seed", seed)
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(script), *args], cwd=YOLO_DIR, env=cli_env(), capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, (run.stdout[-2000:], run.stderr[-4000:])
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    assert all(torch.equal(a, b) for a, b in zip(ranks[0]["params"], ranks[1]["params"]))
+    _, rows = read_results(tmp_path / "runs" / "dev" / "results.csv")
+    assert list(rows[:, 0]) == [0, 1] and np.isfinite(rows[:, 1:4]).all() and (rows[:, 1:4] > 0).all()
+
+    hyp = yaml.safe_load((tmp_path / "runs" / "dev" / "hyp.yaml").read_text())
+    cpu = LoadImagesAndLabels(str(tmp_path / "data.txt"), 64, 2, augment=True, hyp=hyp, stride=32, nc=80)
+    index = {p: i for i, p in enumerate(cpu.img_files)}
+    boxes = 0
+    for rank, got in enumerate(ranks):
+        assert [b[0] for b in got["batches"]] == [0, 1, 2, 3]
+        assert not {p for b in got["batches"][:nb] for p in b[1]} & {p for b in ranks[1 - rank]["batches"][:nb]
+                                                                       for p in b[1]}  # halves of the data
+        for epoch in (0, 1):  # the trainer seeds every epoch from (seed, epoch, rank); workers 0: in order
+            s = epoch_seed(seed, epoch, rank)
+            random.seed(s)
+            np.random.seed(s % 2 ** 32)
+            torch.manual_seed(s)
+            for _, paths, targets, imgs in got["batches"][epoch * nb:(epoch + 1) * nb]:
+                want_imgs, want, _, _ = LoadImagesAndLabels.collate_fn([cpu[index[p]] for p in paths])
+                assert targets.shape == want.shape and torch.equal(targets[:, :2], want[:, :2])
+                assert (targets[:, 2:] - want[:, 2:]).abs().max().item() * 64 <= 1e-3
+                assert (imgs * 255 - want_imgs.float()).abs().mean().item() < 1.0
+                boxes += len(targets)
+    assert boxes > 40  # the batches carried real boxes

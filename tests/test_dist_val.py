@@ -5,6 +5,11 @@ rescaled, random confidences, some wrong classes, some dropped), so the metrics 
 and 1 and depend on the order in which tied and near-tied detections are ranked.
 """
 import hashlib
+import json
+import logging
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -112,3 +117,51 @@ def test_val_save_json_under_torchrun_is_refused(monkeypatch, capsys):
     with pytest.raises(SystemExit) as failed:
         val.main(["--weights", "x.pt", "--device", "cpu", "--save-json"])
     assert failed.value.code == 2 and "--save-json is not supported under torchrun" in capsys.readouterr().err
+
+
+VAL_WRAPPER = textwrap.dedent("""
+    import json, os, sys
+    sys.path.insert(0, {yolo_dir!r})
+    import val
+
+    results, maps, _ = val.main(sys.argv[1:])
+    with open(os.path.join({out_dir!r}, "rank" + os.environ.get("RANK", "-1") + ".json"), "w") as f:
+        json.dump({{"results": list(results), "maps": maps.tolist()}}, f)
+""")
+
+
+def test_val_py_under_torchrun_equals_one_process(tmp_path, real_images_dir, upstream_checkpoint):
+    """`torchrun --nproc_per_node 2 val.py` on real weights: both ranks return exactly the P, R, mAP@.5,
+    mAP@.5:.95 and per-class mAP of a single-process val.py, and rank 0 alone prints and writes.
+
+    Upstream's seeded random yolov5n at 64 px scores low but above zero, with hundreds of ranked
+    detections per image, so a rank that scored only its own shard gets different numbers."""
+    import val
+    from train_helpers import COCO_NAMES, OneThread, cli_env
+    data = tmp_path / "coco16.yaml"
+    data.write_text(yaml.safe_dump({"path": str(real_images_dir), "train": "images/train2017",
+                                    "val": "images/train2017", "nc": NC, "names": COCO_NAMES}))
+    # batch 3: 6 rectangular batches of 16 images, the last one short; 3 per rank
+    args = ["--weights", str(upstream_checkpoint), "--data", str(data), "--img", "64", "--batch-size", "3",
+            "--device", "cpu", "--workers", "0", "--project", str(tmp_path), "--verbose"]
+    logger = logging.getLogger("yolov5")
+    before = (list(logger.handlers), logger.propagate, logger.level)
+    try:
+        with OneThread():
+            single, single_maps, _ = val.main(args + ["--name", "single"])
+    finally:
+        logger.handlers[:], logger.propagate, logger.level = before
+    assert 0 < single[0] < 0.1 and 0 < single[1] < 0.1 and 0 < single[3] < single[2] < 0.1
+
+    script = tmp_path / "val_ranks.py"
+    script.write_text(VAL_WRAPPER.format(yolo_dir=str(YOLO_DIR), out_dir=str(tmp_path)))
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(script), *args, "--name", "ddp"], cwd=YOLO_DIR, env=cli_env(), capture_output=True,
+                         text=True, timeout=240)
+    assert run.returncode == 0, (run.stdout[-2000:], run.stderr[-4000:])
+    for rank in (0, 1):
+        got = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert got["results"][:4] == list(single[:4]) and got["maps"] == single_maps.tolist()
+    rows = [line.split() for line in run.stdout.splitlines() if line.strip().startswith("all ")]
+    assert len(rows) == 1 and rows[0][1:3] == ["16", "95"]  # rank 0 alone prints, for every image and label
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["ddp", "single"]

@@ -173,3 +173,72 @@ def test_two_node_training_stops_and_resumes(tmp_path, real_images_dir):
     assert list(read_results(tmp_path / "runs" / "mn" / "results.csv")[1][:, 0]) == [0, 1]
     final = load_checkpoint(last)
     assert final["epoch"] == -1 and "resume_state" not in final
+
+
+HANGING_RANK_WRAPPER = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, {yolo_dir!r})
+    import train
+    from utils.callbacks import Callbacks
+
+    def hang(ni, *args):
+        if os.environ["RANK"] == "1" and ni == 1:  # rank 1 stops answering in the middle of epoch 0
+            print("RANK 1 HANGS", flush=True)
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    callbacks = Callbacks()
+    callbacks.register_action("on_train_batch_end", "hang", hang)
+    train.main(sys.argv[1:], callbacks=callbacks)
+""")
+
+
+def test_hung_rank_makes_the_other_exit_after_the_collective_timeout(tmp_path, real_images_dir):
+    """YOLOV5_DDP_TIMEOUT=4: rank 1 is stopped (SIGSTOP) after its second batch; rank 0 gives up in its next
+    collective after about 4 s with one clear line, instead of gloo's default 30 minutes."""
+    import os
+    import signal
+    import threading
+
+    from train_helpers import RANK_LAUNCHER, free_port
+    data = make_data_yaml(tmp_path, real_images_dir, n=16)
+    script = tmp_path / "ddp_hangs.py"
+    script.write_text(HANGING_RANK_WRAPPER.format(yolo_dir=str(YOLO_DIR)))
+    launcher = tmp_path / "launch_ranks.py"
+    launcher.write_text(RANK_LAUNCHER)
+    args = train_args(data, tmp_path / "runs", "hung", 64, 4, 1, "--noautoanchor")
+    proc = subprocess.Popen([sys.executable, str(launcher), str(free_port()), str(script), *args], cwd=YOLO_DIR,
+                            env=cli_env(YOLOV5_DDP_TIMEOUT=4), start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines, hung, took = [], None, None
+    watchdog = threading.Timer(90, os.killpg, (proc.pid, signal.SIGKILL))  # without a timeout: gloo's 30 min
+    watchdog.start()
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("RANK 1 HANGS"):
+                hung = time.monotonic()
+            if line.startswith("RANK 0 EXIT"):
+                took = time.monotonic() - hung
+                break
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # rank 1 is still stopped
+        proc.wait(30)
+    out = "".join(lines)
+    assert lines[-1] == "RANK 0 EXIT 1\n" and 4 <= took < 60, (took, out[-3000:])
+    errors = [line for line in out.splitlines() if "ERROR: rank 0 of 2: another process" in line]
+    assert len(errors) == 1 and "stopped answering" in errors[0] and "--resume" in errors[0], out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+
+
+def test_collective_timeout_setting():
+    import pytest
+
+    from utils.ddp_failures import collective_timeout
+    from utils.errors import UserError
+    assert collective_timeout({}) is None and collective_timeout({"YOLOV5_DDP_TIMEOUT": " "}) is None
+    assert collective_timeout({"YOLOV5_DDP_TIMEOUT": "600"}) == 600.0
+    for bad in ("0", "-5", "ten", "inf", "nan"):
+        with pytest.raises(UserError, match="YOLOV5_DDP_TIMEOUT=.* is not a number of seconds above 0"):
+            collective_timeout({"YOLOV5_DDP_TIMEOUT": bad})

@@ -5,8 +5,10 @@ thread: on this shared 2-core machine, torch's default of two OpenMP threads per
 a 30 ms step into seconds whenever another process is busy.
 """
 import os
+import socket
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import torch
@@ -66,6 +68,32 @@ def train_cli(args, cwd=YOLO_DIR, timeout=180, env=None):
                          env=env or cli_env(), capture_output=True, timeout=timeout)
     run.stdout, run.stderr = run.stdout.decode(errors="replace"), run.stderr.decode(errors="replace")
     return run
+
+
+# `python RANK_LAUNCHER PORT script args...` starts the two ranks of a gloo run with torchrun's variables
+# and reports each rank's exit code as it comes ("RANK r EXIT code"), then "RANK EXIT CODES c0 c1". Started
+# in a new session, it and the ranks form one process group; unlike torchrun (which exits 1 on a SIGTERM
+# it receives) it lives through the group's stop signals, so a test sees every rank's own exit code.
+RANK_LAUNCHER = textwrap.dedent("""
+    import os, signal, subprocess, sys
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *args: None)  # a handler, not SIG_IGN: the ranks get the default back
+    port, argv = sys.argv[1], sys.argv[2:]
+    ranks = [subprocess.Popen([sys.executable] + argv, env=dict(
+        os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=port, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2",
+        LOCAL_WORLD_SIZE="2")) for r in (0, 1)]
+    codes = []
+    for r, p in enumerate(ranks):
+        codes.append(p.wait())
+        print(f"RANK {r} EXIT {codes[-1]}", flush=True)
+    print("RANK EXIT CODES", *codes, flush=True)
+""")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class OneThread:

@@ -156,7 +156,8 @@ def main(argv=None, callbacks=None):
             raise UserError("--image-weights and --evolve are not supported with several processes (torchrun)")
         if opt.batch_size % device.world_size:
             raise UserError(f"--batch-size {opt.batch_size} must be a multiple of the {device.world_size} processes")
-        device.init_distributed()
+        from utils.ddp_failures import collective_timeout
+        device.init_distributed(timeout_s=collective_timeout())
         opt.save_dir = rank0_value(opt.save_dir)  # each rank numbered exp{N} itself: use rank 0's
     hyp = load_hyp(run_hyp_file(opt))
     print_args("hyperparameters", hyp)

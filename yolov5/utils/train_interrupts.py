@@ -74,13 +74,27 @@ class ValidationAbandoned(Exception):
 
 
 @contextmanager
-def abandon_validation_on_stop(callbacks, stop_wanted):
+def abandon_validation_on_stop(callbacks, stop_wanted, agree=None, agreed_batches=0):
     """While active, validation raises ValidationAbandoned before its next batch once `stop_wanted()`.
 
     A validation pass can take minutes; schedulers kill a job some seconds after their stop signal
-    (Slurm: 30 s by default), so the stop must not wait for it."""
+    (Slurm: 30 s by default), so the stop must not wait for it.
+
+    Under DDP every rank validates its own shard and all of them must leave together, or one would wait
+    forever in the next collective. `agree(flag)` makes a flag True on every rank when it is True on any
+    (one small all_reduce); the ranks call it at the start of each of their first `agreed_batches`
+    batches, the count every shard has, and never after, so a shard's one extra batch runs unasked."""
+    asked = [0]
+
     def check():
-        if stop_wanted():
+        if agree is None:
+            wanted = stop_wanted()
+        elif asked[0] < agreed_batches:
+            asked[0] += 1
+            wanted = agree(stop_wanted())
+        else:
+            return
+        if wanted:
             raise ValidationAbandoned
 
     actions = callbacks.get_registered_actions("on_val_batch_start")

@@ -21,7 +21,8 @@ host sync per iteration); under DDP, stop requests and non-finite losses are agr
 ranks at those refresh points, so no rank is left waiting in a collective, the logged and
 results.csv train losses are the mean over ranks, and batches that only accumulate gradients
 skip DDP's all-reduce (no_sync). Under DDP every rank validates its share of the validation
-batches with rank 0's EMA weights (utils/dist_val.py), with the metrics of a single process.
+batches with rank 0's EMA weights (utils/dist_val.py), with the metrics of a single process;
+a stop request during it is agreed on at validation-batch starts and abandons it on every rank.
 """
 import logging
 import math
@@ -381,12 +382,18 @@ class Trainer:
         if complete:
             self.scheduler.step()
         self.stop_early = False
+        may_save = not opt.skip and not opt.evolve
         if complete and self.world_size > 1:
-            self._validate_distributed(epoch, iters_reached)
+            try:
+                self._validate_distributed(epoch, iters_reached)
+            except ValidationAbandoned:  # every rank left the validation at the same batch
+                if self.main_process:
+                    self.ema.update_attr(self.model)
+                self._abandon_epoch(epoch, lr, may_save and self.main_process)
+                return False
         if not self.main_process:
             return complete
         self.ema.update_attr(self.model)
-        may_save = not opt.skip and not opt.evolve
         if not complete:  # stopped in the middle: save where we are, labelled with the last full epoch
             if may_save:
                 self._save(epoch - 1, is_best=False, interrupted=True)
@@ -443,11 +450,15 @@ class Trainer:
         broadcast_weights(model)
         if getattr(self, "_val_shard", None) is None:
             self._val_shard = shard_loader(self.val_loader, self.rank, self.world_size)
-        self.results, self.maps, _ = validate(
-            self.data, batch_size=self.batch_size * 2, imgsz=self.imgsz, model=model, single_cls=opt.single_cls,
-            dataloader=self._val_shard, save_dir=self.save_dir, plots=False,
-            callbacks=self.callbacks if self.main_process else None, compute_loss=self.compute_loss,
-            device=self.device)
+        # user callbacks run on rank 0 only; the other ranks carry just the stop check
+        callbacks = self.callbacks if self.main_process else Callbacks()
+        shard = self._val_shard.shard
+        with abandon_validation_on_stop(callbacks, self._stop_wanted, agree=self._agree,
+                                        agreed_batches=shard.total_batches // shard.world_size):
+            self.results, self.maps, _ = validate(
+                self.data, batch_size=self.batch_size * 2, imgsz=self.imgsz, model=model, single_cls=opt.single_cls,
+                dataloader=self._val_shard, save_dir=self.save_dir, plots=False, callbacks=callbacks,
+                compute_loss=self.compute_loss, device=self.device)
 
     def _save(self, epoch, is_best, interrupted=False):
         loop = {"scaler": self.scaler, "stopper": self.stopper, "iterations_done": self.iterations_done,

@@ -116,8 +116,9 @@ def _distributed_setup(dev, loader, project, name, exist_ok, save_txt):
     import torch.distributed as dist
     from utils.dist_val import shard_loader
     from utils.run_dir import increment_path
+    from utils.ddp_failures import collective_timeout
     if not dist.is_initialized():
-        dev.init_distributed()
+        dev.init_distributed(timeout_s=collective_timeout())
     rank = dist.get_rank()
     where = [None]
     if rank == 0:
