@@ -1,4 +1,4 @@
-"""Scripts written for YOLOv5 v6.0 import these names by their upstream paths (ARCHITECTURE.md)."""
+"""Scripts written for YOLOv5 v6.0 import these names by their upstream paths."""
 import importlib
 
 import pytest

@@ -6,7 +6,7 @@
 and ours load into upstream. Objects unpickled from upstream files carry only those attributes, so any
 attribute added here must have a class-level default.
 
-Deliberate differences from v6.0 (post-v6.0 upstream fixes, compat-v6.md section 10):
+Deliberate differences from v6.0 (fixes upstream made after v6.0; see docs/compatibility.md):
 * the anchor-order check runs in pixel space on per-level mean areas (v6.2), see `check_anchor_order`;
 * the class-bias prior is ln(0.6 / (nc - 0.999999)) (v6.1), which matters for single-class models.
 """

@@ -1,6 +1,6 @@
 """Seeding, determinism switches, and saving/restoring random-number state for exact resume.
 
-init_seeds follows v6.0 (compat-v6.md 7.11): Python `random`, numpy and torch are seeded;
+init_seeds follows v6.0: Python `random`, numpy and torch are seeded;
 cuDNN autotuning is off and cuDNN deterministic on for seed 0 (single-process runs, where upstream
 wants reproducibility). `deterministic=True` adds v6.2's switch (#8213): torch deterministic
 algorithms (warn-only, so an op without a deterministic kernel warns instead of aborting a run),
