@@ -19,14 +19,14 @@ Differences from Cambricon's collector, on purpose:
   device and read once they have completed, so no iteration waits for the device (one wait when
   the metrics are read); torch_mlu 1.x Notifiers time hardware at every sample (a wait each), and
   without events the wall clock is read after `device.synchronize()`, so asynchronous work counts;
-- one JSON object per line (Cambricon's pretty-printed, which no JSON reader can stream);
+- one JSON object per line (theirs are pretty-printed, which no JSON reader can stream);
 - environment variables are read when a collector is built, not at import;
 - too few iterations never crash: the record says so in `status` and a warning is issued;
 - times are rounded to µs (avg, percentiles) and 1e-10 s² (var), not to ms: at 10 ms per
   iteration Cambricon's 3-decimal avg put the throughput derived from it off by up to 5 %;
 - additions: latency percentiles, kept/dropped counts, peak device memory, torch versions;
   peak memory is reported whenever a device is given, so `profile_memory` (which raised
-  "Not Implemented" in Cambricon's) is accepted for compatibility and changes nothing.
+  "Not Implemented" in theirs) is accepted for compatibility and changes nothing.
 Missing values are written as "unknow", Cambricon's spelling, which their log readers expect.
 """
 import json
