@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from utils import image_cache
-from utils.datasets import LoadImagesAndLabels, rect_batch_shapes
+from utils.detection_dataset import LoadImagesAndLabels, rect_batch_shapes
 from utils.errors import UserError
 from utils.mosaic import load_mosaic
 

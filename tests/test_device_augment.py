@@ -18,7 +18,7 @@ import yaml
 
 from train_helpers import YOLO_DIR, train_args, train_in_process
 from utils.augment_pack import AugmentBatch, collate_device
-from utils.datasets import LoadImagesAndLabels
+from utils.detection_dataset import LoadImagesAndLabels
 from utils.device_augment import augment_batch
 from utils.errors import UserError
 from utils.loaders import create_dataloader

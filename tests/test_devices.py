@@ -553,7 +553,7 @@ def test_validator_runs_nms_on_the_postprocess_device(repo_root, real_images_dir
 
 
 def test_checkpoints_load_on_cpu_then_move(upstream_checkpoint, monkeypatch):
-    """Every checkpoint load maps to CPU first (the seed's change), then moves to the target."""
+    """Every checkpoint load maps to CPU first (as Cambricon's MLU port does), then moves to the target."""
     from models.experimental import attempt_load
     from utils import checkpoint
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from utils import label_cache
-from utils.datasets import LoadImagesAndLabels
+from utils.detection_dataset import LoadImagesAndLabels
 from utils.errors import UserError
 from utils.image_files import img2label_path, list_files, read_image
 from utils.label_cache import scan_labels

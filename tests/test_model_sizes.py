@@ -1,7 +1,7 @@
 """Sizes of the five v6.0 P5 models (and yolov5s6) against the published / computed v6.0 numbers.
 
-compat-v6.md 2.8: module counts, parameter counts (unfused and fused), state_dict sizes, and the README
-GFLOPs at 640, which upstream measured on the fused model (our fused counts round to exactly those
+Upstream v6.0 `model.info()` figures: module counts, parameter counts (unfused and fused),
+state_dict sizes, and the README GFLOPs at 640, which upstream measured on the fused model (our fused counts round to exactly those
 values); the unfused summary also counts BatchNorm work and lands within 2 %.
 """
 import logging

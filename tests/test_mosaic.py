@@ -8,7 +8,7 @@ import pytest
 from utils import mosaic
 from utils.augmentations import random_perspective
 from utils.boxes import xywhn2xyxy
-from utils.datasets import LoadImagesAndLabels
+from utils.detection_dataset import LoadImagesAndLabels
 from utils.mosaic import load_mosaic, paste_scaled, tile_placement
 
 

@@ -96,7 +96,7 @@ def _ckpt_with_shifted_anchors(tmp_path, upstream_checkpoint):
 
 
 def test_pretrained_transfer_matches_checkpoint(tmp_path, upstream_checkpoint):
-    """compat-v6.md 3.3: keys with equal name and shape copied; anchors excluded when --cfg is given."""
+    """As upstream v6.0: keys with equal name and shape copied; anchors excluded when --cfg is given."""
     from utils.train_setup import build_model, load_hyp
     weights, ckpt = _ckpt_with_shifted_anchors(tmp_path, upstream_checkpoint)
     source = {k: v.float() for k, v in ckpt["model"].state_dict().items()}

@@ -1,6 +1,6 @@
 """MetricCollector: per-iteration timing of a benchmark run, written as Cambricon-style log lines.
 
-Same constructor and methods as the collector in Cambricon's ports (see shared docs MLU.md 2.1):
+Same constructor and methods as the collector in Cambricon's ports (their `utils_mlu/metric.py`):
 it is active only when an environment variable named in configs.json (BENCHMARK_LOG, AVG_LOG)
 names an output file, drops the first MLU_ADAPTIVE_STRATEGY_COUNT samples as warm-up, and
 `dump()` appends one record per active log. Usage in a training loop:
@@ -13,20 +13,20 @@ names an output file, drops the first MLU_ADAPTIVE_STRATEGY_COUNT samples as war
     mc.insert_metrics(net='yolov5s', batch_size=16, cards=1, precision='amp', DPF_mode='single')
     mc.dump()
 
-Differences from the seed, on purpose:
+Differences from Cambricon's collector, on purpose:
 - timing comes from the `device` object (`utils.devices.Device`): where the device has events that
   can be polled (CUDA, torch_mlu >= 1.13), each interval is timed between two events on the
   device and read once they have completed, so no iteration waits for the device (one wait when
   the metrics are read); torch_mlu 1.x Notifiers time hardware at every sample (a wait each), and
   without events the wall clock is read after `device.synchronize()`, so asynchronous work counts;
-- one JSON object per line (the seed pretty-printed, which no JSON reader can stream);
+- one JSON object per line (theirs are pretty-printed, which no JSON reader can stream);
 - environment variables are read when a collector is built, not at import;
 - too few iterations never crash: the record says so in `status` and a warning is issued;
 - times are rounded to µs (avg, percentiles) and 1e-10 s² (var), not to ms: at 10 ms per
-  iteration the seed's 3-decimal avg put the throughput derived from it off by up to 5 %;
+  iteration Cambricon's 3-decimal avg put the throughput derived from it off by up to 5 %;
 - additions: latency percentiles, kept/dropped counts, peak device memory, torch versions;
   peak memory is reported whenever a device is given, so `profile_memory` (which raised
-  "Not Implemented" in the seed) is accepted for compatibility and changes nothing.
+  "Not Implemented" in theirs) is accepted for compatibility and changes nothing.
 Missing values are written as "unknow", Cambricon's spelling, which their log readers expect.
 """
 import json

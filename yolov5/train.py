@@ -89,7 +89,7 @@ def train_once(opt, hyp, device, callbacks):
 
 
 def evolve(opt, hyp, device):
-    """--evolve N: train N generations, each from a mutation of the best so far (compat-v6.md 7.13)."""
+    """--evolve N: train N generations, each from a mutation of the best so far (as upstream v6.0)."""
     import numpy as np
     from utils.evolve import evolve_generation, evolve_meta, plot_evolve, prepare_hyp, record_generation
 

@@ -6,7 +6,7 @@
 and ours load into upstream. Objects unpickled from upstream files carry only those attributes, so any
 attribute added here must have a class-level default.
 
-Deliberate differences from v6.0 (post-v6.0 upstream fixes, compat-v6.md section 10):
+Deliberate differences from v6.0 (fixes upstream made after v6.0; see docs/compatibility.md):
 * the anchor-order check runs in pixel space on per-level mean areas (v6.2), see `check_anchor_order`;
 * the class-bias prior is ln(0.6 / (nc - 0.999999)) (v6.1), which matters for single-class models.
 """
@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import models.common as common
 from models.common import (C3, C3SPP, C3TR, SPP, SPPF, Bottleneck, BottleneckCSP, C3Ghost, Concat, Contract, Conv,
                            DWConv, Expand, Focus, GhostBottleneck, GhostConv, fuse_conv_and_bn)
 from utils.errors import UserError
@@ -338,8 +339,6 @@ LAYER_KINDS = {
     Contract: _contract,
     Expand: _expand,
 }
-# models.experimental layers (MixConv2d, CrossConv) are Conv-like too; matched by name to avoid an import cycle.
-CHANNEL_BLOCK_NAMES = {"MixConv2d", "CrossConv"}
 
 
 def _resolve_module(name, project_layers, where):
@@ -357,14 +356,8 @@ def _resolve_module(name, project_layers, where):
 
 
 def _project_layers():
-    import models.common as common
     layers = {k: v for k, v in vars(common).items() if isinstance(v, type) and issubclass(v, nn.Module)}
     layers["Detect"] = Detect
-    try:  # optional extra layers; imported lazily because models.experimental imports this module
-        import models.experimental as experimental
-        layers.update({k: v for k, v in vars(experimental).items() if k in CHANNEL_BLOCK_NAMES})
-    except ImportError:
-        pass
     return layers
 
 
@@ -397,7 +390,7 @@ def parse_model(d, ch, source="model yaml"):
         args = [_resolve_arg(a, names) for a in args]
         n_scaled = max(round(n * gd), 1) if n > 1 else n
         row = {"f": f, "from_list": from_list, "n": n_scaled, "module": m, "args": args}
-        kind = LAYER_KINDS.get(m) or (_channel_block if m.__name__ in CHANNEL_BLOCK_NAMES else _same_channels)
+        kind = LAYER_KINDS.get(m, _same_channels)
         try:
             args, c2, n_build = kind(row, ctx)
             m_ = nn.Sequential(*(m(*args) for _ in range(n_build))) if n_build > 1 else m(*args)

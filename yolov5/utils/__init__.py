@@ -1,1 +1,1 @@
-"""Utilities, one module per concern (see docs/ARCHITECTURE in the shared docs)."""
+"""Utilities of the trainer, one module per concern (upstream paths such as utils.general re-export them)."""

@@ -1,6 +1,6 @@
 """AutoAnchor: check that the model's anchors fit the dataset's boxes, re-fit them if they do not.
 
-Behaviour of upstream v6.0 (compat-v6.md 7.14):
+Behaviour of upstream v6.0 `check_anchors` / `kmean_anchors`:
 
 * Label sizes in pixels at training scale: each image's (w, h) scaled so its long side is
   `imgsz`, times a per-image random factor U(0.9, 1.1) for the check (not for k-means).

@@ -2,7 +2,7 @@
 
 Active only when BENCHMARK_LOG names an output file, as Cambricon's benchmark tooling expects.
 Every training iteration is one sample, measured from the end of the previous iteration to the
-end of this one, so the wait for the next batch is included (as the seed's tooling measures).
+end of this one, so the wait for the next batch is included (as Cambricon's benchmark tooling measures).
 """
 import logging
 import sys

@@ -5,7 +5,7 @@
 
 Rules (those of the usual COCO-to-YOLO conversion behind the official YOLOv5 COCO labels):
 * class = position of the category id in the sorted list of the JSON's category ids; for COCO's 80
-  categories that is the standard 91 -> 80 table `COCO80_TO_91` below;
+  categories that is the inverse of the standard table `COCO80_TO_COCO91` (utils/coco_json.py);
 * crowd regions (iscrowd=1) and boxes with zero width or height are left out, exact duplicates dropped;
 * one line `class x_center y_center width height` per box, normalised by the image size, written with
   '%g' (six significant digits), in the order the annotations appear in the JSON;
@@ -19,25 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from utils.errors import UserError, exit_on_user_error
-
-# COCO category id (1..90, sparse) of each of the 80 YOLO classes, in class order.
-COCO80_TO_91 = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28,
-                31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55,
-                56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84,
-                85, 86, 87, 88, 89, 90)
-
-
-def coco91_to_80():
-    """List indexed by (category id - 1) giving the 80-class index, or None for the 11 unused ids."""
-    table = [None] * 91
-    for cls, cat_id in enumerate(COCO80_TO_91):
-        table[cat_id - 1] = cls
-    return table
-
-
-def coco80_to_91():
-    """List of the COCO category id of each of the 80 classes (as upstream's helper of that name)."""
-    return list(COCO80_TO_91)
 
 
 def _load(json_path):

@@ -1,6 +1,6 @@
 """The detect.py run loop: sources -> model -> NMS -> annotated images/videos, label txt files, crops.
 
-Behaviour follows upstream v6.0 detect.py (compat-v6.md 1.7): letterbox with minimum-rectangle
+Behaviour follows upstream v6.0 detect.py: letterbox with minimum-rectangle
 padding, NMS with the CLI thresholds (single label per box), boxes mapped back to the original
 image and rounded to whole pixels, label rows `cls x y w h [conf]` normalised by the original image
 size in '%g' format, written lowest score first. Post-v6.0 fixes followed: result videos always get

@@ -26,7 +26,7 @@ from utils.errors import UserError
 ACCELERATORS = ("cuda", "mlu")
 
 # Order in which each runtime reads its visibility variable (torch_mlu 2.x: CN_, then MLU_, then
-# CUDA_VISIBLE_DEVICES; see shared docs MLU.md 1.4).
+# CUDA_VISIBLE_DEVICES, so CUDA_VISIBLE_DEVICES=-1 alone also hides MLUs).
 VISIBLE_DEVICE_VARIABLES = {
     "cuda": ("CUDA_VISIBLE_DEVICES",),
     "mlu": ("CN_VISIBLE_DEVICES", "MLU_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES"),

@@ -4,7 +4,7 @@
 for everything device-specific (autocast, GradScaler, synchronisation, timing, memory, seeding,
 distributed backend, where NMS runs) so that no other module writes `torch.cuda` or `torch.mlu`.
 
-torch_mlu differs between generations (shared docs MLU.md 1.1-1.8): 1.x builds alias
+torch_mlu differs between generations (1.x: patched PyTorch 1.6-1.13; 2.x: torch >= 2.1): 1.x builds alias
 `torch.mlu` to `torch_mlu.core.mlu_model` and time with `Notifier`; 2.x registers a CUDA-like
 `torch.mlu` module with `Event`. We probe by feature (`hasattr`), never by version number.
 `torch.device('mlu')` exists only once torch_mlu has registered the name, so `Device` builds its
@@ -115,7 +115,7 @@ class Device:
 
     @property
     def is_accelerator(self) -> bool:
-        """True for CUDA and MLU: gates DDP and SyncBatchNorm as the seed's port does."""
+        """True for CUDA and MLU: gates DDP and SyncBatchNorm as Cambricon's MLU port does."""
         return self.kind != "cpu"
 
     def move(self, obj, non_blocking: bool = False):
@@ -136,7 +136,7 @@ class Device:
 
     # --- mixed precision ------------------------------------------------------------------
     def amp_default(self, pyamp: bool = False) -> bool:
-        """AMP is on by default on CUDA (upstream); elsewhere only with --pyamp (the seed)."""
+        """AMP is on by default on CUDA (upstream); elsewhere only with --pyamp (Cambricon's MLU port)."""
         return self.kind == "cuda" or bool(pyamp)
 
     def amp_dtype(self, dtype=None) -> torch.dtype:
@@ -277,7 +277,7 @@ class Device:
     # --- data placement advice ---------------------------------------------------------------
     @property
     def nms_on_cpu(self) -> bool:
-        """Decode/NMS run on CPU for MLU (as the seed's port does), on the device otherwise."""
+        """Decode/NMS run on CPU for MLU (as Cambricon's MLU port does), on the device otherwise."""
         return self.kind == "mlu"
 
     @property

@@ -1,6 +1,6 @@
 """Stop training when the validation fitness has not improved for `patience` epochs.
 
-Upstream v6.0 semantics (compat-v6.md 7.7.6): an epoch whose fitness is >= the best so far becomes
+Upstream v6.0 semantics (`EarlyStopping` in utils/torch_utils.py): an epoch whose fitness is >= the best so far becomes
 the new best epoch (ties move it forward, so a flat fitness, e.g. all zeros under --noval, never
 stops a run); `possible_stop` turns on one epoch before the stop so train.py can validate and save
 that final epoch; patience 0 disables stopping.

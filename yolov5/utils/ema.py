@@ -1,7 +1,7 @@
 """Exponential moving average (EMA) of model weights, as upstream YOLOv5 v6.0 keeps it.
 
 The EMA copy is what gets validated each epoch, chooses best.pt and is stored as `ckpt['ema']`;
-averaging smooths out the noise of single SGD steps. Behaviour (compat-v6.md 7.5):
+averaging smooths out the noise of single SGD steps. Behaviour (upstream v6.0 `ModelEMA`):
 
 * decay ramps up with the number of updates u: d(u) = decay * (1 - exp(-u / tau)), tau = 2000,
   so the first updates follow the model almost exactly and later ones average over ~10k steps;
@@ -9,7 +9,7 @@ averaging smooths out the noise of single SGD steps. Behaviour (compat-v6.md 7.5
   statistics, Detect anchors); integer buffers (num_batches_tracked) are left alone;
 * the model may be wrapped in DataParallel / DistributedDataParallel: the bare model is read.
 
-Post-v6.0 fix followed (compat-v6.md section 10, v7.0 #9056): the update runs under `no_grad` on
+Post-v6.0 fix followed (upstream v7.0, #9056): the update runs under `no_grad` on
 detached model tensors, never under `inference_mode` (v6.2's inference_mode version produced
 inference tensors that later broke training, reported as zero mAP).
 """

@@ -1,7 +1,7 @@
 """Hyperparameter evolution (`train.py --evolve`): pick a parent, mutate, clip, record.
 
 train.py runs the generations (train with the new hyp, then `record_generation`); this module holds
-the pieces, following upstream v6.0 (compat-v6.md 7.13):
+the pieces, following upstream v6.0 train.py `--evolve`:
 
 * parent: the best `min(5, rows)` rows of evolve.csv by fitness (0.1 mAP@0.5 + 0.9 mAP@0.5:0.95);
   "single" picks one by weighted random choice (weights = fitness - min + 1e-6), "weighted" takes

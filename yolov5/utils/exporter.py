@@ -1,7 +1,7 @@
 """Export a YOLOv5 checkpoint to TorchScript and ONNX (the formats used for deployment here).
 
 ONNX is what Cambricon MagicMind's ONNX parser and NVIDIA TensorRT take, so it is the deployment
-route for MLU and GPU inference servers. Behaviour follows upstream export.py (compat-v6.md 1.8):
+route for MLU and GPU inference servers. Behaviour follows upstream v6.0 export.py:
 the model is loaded fused, SiLU becomes an explicit x * sigmoid(x) module, Detect gets the
 export flags, and two dry runs build the grids before tracing. In inference mode the exported
 graph returns only the decoded predictions, as upstream does from v6.1 on (v6.0's ONNX also

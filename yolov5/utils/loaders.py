@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader, distributed
 
 from utils.augment_pack import collate_device
-from utils.datasets import LoadImagesAndLabels
+from utils.detection_dataset import LoadImagesAndLabels
 from utils.errors import UserError
 from utils.seeds import epoch_seed
 from utils.worker_signals import shield_from_group_signals

@@ -1,7 +1,7 @@
 """Training loss with YOLOv5 v6.0 semantics: target assignment, CIoU box loss, IoU-weighted
-objectness and class BCE (see compat-v6.md section 6).
+objectness and class BCE (upstream v6.0 `ComputeLoss`).
 
-    compute_loss = ComputeLoss(model)             # model carries .hyp (scaled gains, 5.1)
+    compute_loss = ComputeLoss(model)             # model carries .hyp (box/cls/obj gains scaled by train.py)
     loss, loss_items = compute_loss(preds, targets)
 
 `preds` are the nl train-mode head outputs (bs, na, ny, nx, no) as raw logits; `targets` is

@@ -1,6 +1,6 @@
 """Find project files named on the command line (`--cfg yolov5m.yaml`, `--hyp hyp.scratch.yaml`, ...).
 
-Rules (compatible with upstream YOLOv5 v6.0 `check_file`, compat-v6.md 1.2):
+Rules (compatible with upstream YOLOv5 v6.0 `check_file`):
 1. `''` or an existing path (relative to the working directory, or absolute) is used as is.
 2. Otherwise the bare file name is searched recursively under the project folders `yolov5/models`,
    `yolov5/data`, `yolov5/utils` and the repository's `yolov5_model/` (the walkthrough folder).

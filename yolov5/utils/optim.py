@@ -1,6 +1,6 @@
 """Optimizer, learning-rate schedule, warmup and gradient accumulation of the YOLOv5 trainer.
 
-Behaviour of upstream v6.0 (compat-v6.md 7.2-7.4), with these documented choices:
+Behaviour of upstream v6.0 train.py (optimizer groups, LR schedule, warmup), with these choices:
 
 * Parameter groups keep the v6.0 ORDER: 0 = norm-layer weights (no decay), 1 = other weights
   (decay), 2 = biases (no decay). results.csv's x/lr0..x/lr2 and v6.0 optimizer state_dicts depend
@@ -130,7 +130,7 @@ def build_scheduler(optimizer, lf, start_epoch=0):
 
     The constructor already takes one step; upstream then resets last_epoch to start_epoch - 1,
     so epochs 0 and 1 both train at lr0 * lf(0) and epoch e >= 1 at lr0 * lf(e - 1). Kept for
-    compatibility of the logged LRs (compat-v6.md 7.3).
+    compatibility of the logged LRs (results.csv x/lr0..x/lr2).
     """
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lf)
     scheduler.last_epoch = start_epoch - 1

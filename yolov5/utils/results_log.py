@@ -1,6 +1,6 @@
 """results.csv, the per-epoch training log, in upstream v6.0's exact format, and its plot.
 
-Format (compat-v6.md 7.9): 14 comma-separated columns, every field right-aligned in 20
+Format (upstream v6.0 train.py): 14 comma-separated columns, every field right-aligned in 20
 characters; the header once when the file is created, then one row per epoch with each value
 written as "%20.5g" (so epoch 3 is "                   3" and 0.012345678 is "            0.012346").
 Tools that parse upstream's results.csv (pandas with stripped column names) read ours unchanged.

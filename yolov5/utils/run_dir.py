@@ -1,6 +1,6 @@
 """Run directories that never overwrite an earlier run: runs/train/exp, exp2, exp3, ...
 
-Upstream v6.0 behaviour (compat-v6.md 1.3): a path that does not exist yet is used as is; an
+Upstream v6.0 behaviour (`increment_path`): a path that does not exist yet is used as is; an
 existing one gets the smallest number above every sibling already numbered, starting at 2 (there is
 never an `exp1`). Two v6.1 fixes are followed: names containing periods (`exp.v2`) are treated as
 directory names, and an existing *file* keeps its suffix after the number (`last.pt` -> `last2.pt`).

@@ -1,6 +1,6 @@
 """TensorBoard logging of the per-epoch results, attached to the training callbacks.
 
-As upstream v6.0 (compat-v6.md 7.9): the 13 scalars of each results.csv row go to TensorBoard
+As upstream v6.0: the 13 scalars of each results.csv row go to TensorBoard
 under the same tags (train/box_loss, metrics/mAP_0.5, x/lr0, ...) with step = epoch, and the
 event file lives in the run directory. TensorBoard is optional: without it, training goes on and
 says so once; results.csv holds the same numbers.

@@ -1,6 +1,6 @@
 """train.py's command line: every v6.0 option with its default, the MLU port's additions, and --resume.
 
-Upstream v6.0 options keep their names, defaults and meaning (compat-v6.md 1.1). Additions:
+Upstream v6.0 train.py options keep their names, defaults and meaning. Additions:
   --pyamp      mixed precision on any device (CUDA uses AMP by default anyway, as upstream)
   --iters N    stop after exactly N training iterations (batches) in total, counted across a resume
   --skip       no validation and no checkpoint writes (benchmarks)

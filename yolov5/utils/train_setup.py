@@ -1,6 +1,6 @@
 """Everything train.py prepares before the first batch: files, hyperparameters, model, freezing.
 
-The three ways to start (compat-v6.md 1.4, 3.3):
+The three ways to start (as upstream v6.0 train.py):
 - from scratch: `--weights '' --cfg yolov5m.yaml` builds Model(cfg);
 - from pretrained: `--weights yolov5m.pt` loads the checkpoint through the safe loader (CPU first),
   builds Model(cfg or the checkpoint's yaml) and transfers every key whose name and shape match

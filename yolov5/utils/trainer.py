@@ -188,7 +188,7 @@ class Trainer:
         if resume:
             self.iterations_done, self.last_opt_step = restore_loop(ckpt, self.scaler, self.stopper,
                                                                     self.start_epoch, self.nb)
-        if opt.iters > 0:  # as the seed: enough epochs to reach --iters (the LR schedule keeps --epochs)
+        if opt.iters > 0:  # as Cambricon's MLU port: enough epochs to reach --iters (the LR schedule keeps --epochs)
             needed = self.start_epoch + math.ceil(max(opt.iters - self.iterations_done, 0) / self.nb)
             self.epochs = max(self.epochs, needed)
         self.callbacks.run("on_pretrain_routine_end")
