@@ -80,7 +80,7 @@ def test_a_failed_results_append_leaves_no_partial_row(tmp_path):
 
 
 def test_train_under_a_file_size_limit_stops_with_one_line_and_exit_2(tmp_path, real_images_dir):
-    """End to end: yolov5n's last.pt (about 30 MB with optimizer) cannot be written under a 2 MB limit."""
+    """End to end: yolov5n's checkpoints (about 30 MB with optimizer) cannot be written under a 2 MB limit."""
     data = make_data_yaml(tmp_path, real_images_dir, n=4)
     limit = 2_000_000
 
@@ -95,8 +95,9 @@ def test_train_under_a_file_size_limit_stops_with_one_line_and_exit_2(tmp_path, 
     assert "Traceback" not in err
     errors = [ln for ln in err.splitlines() if ln.startswith("ERROR")]
     weights = tmp_path / "runs" / "exp" / "weights"
-    assert errors == [f"ERROR: cannot save {weights / 'last.pt'}: writing it in {weights} exceeds this "
-                      "process's file size limit (ulimit -f); no last.pt was written. Free some space (or choose "
+    # best.pt is written first: last.pt, written last, is what --resume trusts
+    assert errors == [f"ERROR: cannot save {weights / 'best.pt'}: writing it in {weights} exceeds this "
+                      "process's file size limit (ulimit -f); no best.pt was written. Free some space (or choose "
                       "another --project) and run again (--resume continues from a saved last.pt)"]
     assert os.listdir(weights) == []
     assert read_results(weights.parent / "results.csv")[1].shape == (1, 14)  # the epoch's row is whole

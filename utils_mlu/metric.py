@@ -139,7 +139,8 @@ class MetricCollector:
             self._hardware = None
         # events polled later where the device allows it: no host wait per iteration; otherwise a
         # stopwatch (hardware time) or a synchronize before the wall clock, at every sample
-        self._laps = device.deferred_laps() if (self.enabled and device is not None) else None
+        deferred = getattr(device, "deferred_laps", None)  # device views of ported trees may lack it
+        self._laps = deferred() if (self.enabled and deferred is not None) else None
         self._watch = device.stopwatch() if (self.enabled and self._hardware and self._laps is None) else None
         self._hardware_supported = True
         self._t0 = None
