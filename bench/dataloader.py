@@ -81,10 +81,11 @@ class Loader:
         """cProfile of `batches` batches made in this process (dataset + collate), top functions by own time."""
         import cProfile
         import io
+        import itertools
         import pstats
         ld = self.torch.utils.data.DataLoader(self.dataset, batch_size=self.loader.batch_size, num_workers=0,
                                               collate_fn=self.loader.collate_fn)
-        it = iter(ld)
+        it = itertools.chain.from_iterable(itertools.repeat(ld))  # as many batches as asked, pass after pass
         next(it)  # first use: imports and lazy set-up, not per-batch work
         pr = cProfile.Profile()
         pr.enable()
