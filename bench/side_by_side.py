@@ -49,16 +49,16 @@ def prepare_upstream(path, workdir):
     src = Path(path).expanduser().resolve()
     missing = [f for f in UPSTREAM_FILES if not (src / f).is_file()]
     if missing:
-        sys.exit(f"--upstream {path}: not a YOLOv5 checkout (missing {', '.join(missing)}); "
-                 f"pass the folder that holds upstream's train.py")
+        _user_error(f"--upstream {path}: not a YOLOv5 checkout (missing {', '.join(missing)}); "
+                    f"pass the folder that holds upstream's train.py")
     if src == REPO or REPO in src.parents or src == OURS:
-        sys.exit(f"--upstream {path}: that is this repository; pass an upstream YOLOv5 checkout")
+        _user_error(f"--upstream {path}: that is this repository; pass an upstream YOLOv5 checkout")
     dst = Path(workdir) / "upstream"
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".git", "runs", "*.pt", "datasets", "__pycache__"))
     port = subprocess.run([sys.executable, str(REPO / "tools" / "porting" / "port_yolov5.py"), str(dst),
                            "--modernize"], capture_output=True, text=True)
     if port.returncode != 0:
-        sys.exit(f"--upstream {path}: the porting tool could not prepare a copy to run:\n{port.stdout}{port.stderr}")
+        _user_error(f"--upstream {path}: the porting tool could not prepare a copy to run:\n{port.stdout}{port.stderr}")
     _write_placeholders(dst.parent / "placeholders")
     return dst
 
@@ -87,10 +87,15 @@ sys.modules[__name__].__class__ = Placeholder
 '''
 
 
-def _write_placeholders(folder):
-    """A package folder per optional package this interpreter cannot import."""
+def _user_error(message):
+    print(message, file=sys.stderr)
+    sys.exit(2)
+
+
+def _write_placeholders(folder, names=UNUSED_OPTIONAL):
+    """A package folder per optional package (of `names`) this interpreter cannot import."""
     folder.mkdir(exist_ok=True)
-    for name in UNUSED_OPTIONAL:
+    for name in names:
         if importlib.util.find_spec(name) is None:
             (folder / name).mkdir(exist_ok=True)
             (folder / name / "__init__.py").write_text(_PLACEHOLDER_SOURCE)
