@@ -13,7 +13,8 @@ prefetch factor), then times `--batches` batches, so both sides are timed at the
 less than wall time. The ratio ours / upstream images/s is the median of the per-round ratios.
 
 --profile N runs N batches of each side's dataset and collate in the benchmark process (no loader
-workers) under cProfile and prints the functions with the most own time: where a worker's time goes.
+workers, OpenCV single-threaded as in a worker) under cProfile and prints the functions with the most
+own CPU time: where a worker's time goes.
 Without --upstream only our side is measured.
 
 Run from the repository root:
@@ -78,16 +79,20 @@ class Loader:
         return n, time.perf_counter() - t0, _cpu(procs) - cpu0
 
     def profile(self, batches):
-        """cProfile of `batches` batches made in this process (dataset + collate), top functions by own time."""
+        """cProfile of `batches` batches made in this process (dataset + collate), top functions by own
+        CPU time (process time: preemption by other load on the machine does not count)."""
         import cProfile
         import io
         import itertools
         import pstats
+
+        import cv2
+        cv2.setNumThreads(0)  # as in a loader worker (both code bases set it there)
         ld = self.torch.utils.data.DataLoader(self.dataset, batch_size=self.loader.batch_size, num_workers=0,
                                               collate_fn=self.loader.collate_fn)
         it = itertools.chain.from_iterable(itertools.repeat(ld))  # as many batches as asked, pass after pass
         next(it)  # first use: imports and lazy set-up, not per-batch work
-        pr = cProfile.Profile()
+        pr = cProfile.Profile(time.process_time)
         pr.enable()
         for _ in range(batches):
             next(it)

@@ -13,8 +13,8 @@ the sides take turns, `--rounds` times, alternating who goes first. A turn is on
 timed whole (checkpoint load, loader start, inference, NMS, metrics), which is what a user waits
 for; each turn also prints run()'s own pre-process / inference / NMS split in ms per image. The
 ratio ours / upstream images/s is the median of the per-round ratios. --profile prints, for each
-side, the functions with the most own time over one more run (cProfile of the benchmark process:
-the loader workers' decoding is not in it).
+side, the functions with the most own CPU time over one more run (cProfile with process time, so
+other load on the machine does not count; the loader workers' decoding is not in it).
 Without --upstream only our side is measured.
 
 Run from the repository root:
@@ -90,11 +90,11 @@ class Validation:
         return dt, n, (float(p), float(r), float(map50), float(map_)), tuple(float(x) for x in speed[:3])
 
     def profile(self):
-        """cProfile of one more run, top functions by own time."""
+        """cProfile of one more run, top functions by own CPU time (process time, all threads)."""
         import cProfile
         import io
         import pstats
-        pr = cProfile.Profile()
+        pr = cProfile.Profile(time.process_time)
         pr.enable()
         self.run()
         pr.disable()
