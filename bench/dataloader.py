@@ -151,11 +151,12 @@ def main():
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
         for s in sides:
             s.call("warmup")
-        rates = {n: [] for n in names}
+        rates, cpu_ms = {n: [] for n in names}, {n: [] for n in names}
 
         def turn(side, r):
             n, dt, cpu = side.call("timed", opt.batches)
             rates[side.name].append(n / dt)
+            cpu_ms[side.name].append(cpu / n * 1e3)
             print(f"round {r + 1} {side.name:8s}: {n} images in {dt:6.2f} s -> {n / dt:6.1f} images/s; "
                   f"CPU {cpu / n * 1e3:5.1f} ms per image; load average {os.getloadavg()[0]:.2f}", flush=True)
 
@@ -167,6 +168,9 @@ def main():
             per_round = [a / b for a, b in zip(rates["ours"], rates["upstream"])]
             print(f"ours / upstream images per second: {statistics.median(per_round):.2f} (median of per-round "
                   f"ratios, range {min(per_round):.2f}-{max(per_round):.2f}; target >= {TARGET_RATIO})")
+            by_cpu = [b / a for a, b in zip(cpu_ms["ours"], cpu_ms["upstream"])]
+            print(f"upstream / ours CPU time per image: {statistics.median(by_cpu):.2f} (range {min(by_cpu):.2f}-"
+                  f"{max(by_cpu):.2f}; less affected by other load on the machine than wall time)")
         if opt.profile:
             for s in sides:
                 print(f"--- {s.name}: {opt.profile} batches made in one process, top functions by own time")
