@@ -5,7 +5,8 @@ Settings (val.py defaults): coco128 at 640, batch 16, conf 0.001, IoU 0.6, rect 
 default --workers (2 loader processes on 2 cores), fp32 on the CPU. The model is yolov5n built from
 its yaml with the default initialisation (seeded); upstream builds its own Model and loads our
 weights, and each side saves them as a checkpoint in its own format (fp16, as train.py writes it), so
-both validate the same weights and must report the same metrics: the script prints both.
+both validate the same weights and must report the same metrics and detections: the script prints
+both sides' metrics, the number of detections NMS kept and the sum of their confidences.
 
 Each side runs its own val.run (ours: utils.validator; upstream: val.py) in its own process, on its
 own copy of the data folder. One untimed run per side first (label cache, first-call set-up); then
@@ -80,14 +81,25 @@ class Validation:
         return True
 
     def run(self):
-        """One validation: (wall seconds, images, (P, R, mAP@.5, mAP@.5:.95), (pre, inf, NMS ms per image))."""
+        """One validation: (wall seconds, images, (P, R, mAP@.5, mAP@.5:.95), (pre, inf, NMS ms per image),
+        (detections kept by NMS, sum of their confidences))."""
+        from utils.callbacks import Callbacks
+        detections = [0, 0.0]
+
+        def count(pred, *_):  # on_val_image_end: both code bases call it with each image's detections
+            detections[0] += len(pred)
+            detections[1] += float(pred[:, 4].sum())
+
+        callbacks = Callbacks()
+        callbacks.register_action("on_val_image_end", "bench", count)
         t0 = time.perf_counter()
         (p, r, map50, map_, *_), _, speed = self.run_fn(
             str(self.data), weights=str(self.weights), batch_size=self.batch_size, imgsz=self.imgsz, device="cpu",
-            plots=False, project=str(self.workdir / "runs"), name="exp")
+            plots=False, callbacks=callbacks, project=str(self.workdir / "runs"), name="exp")
         dt = time.perf_counter() - t0
         n = len(list((self.workdir / "data" / "images" / "train2017").iterdir()))
-        return dt, n, (float(p), float(r), float(map50), float(map_)), tuple(float(x) for x in speed[:3])
+        return (dt, n, (float(p), float(r), float(map50), float(map_)), tuple(float(x) for x in speed[:3]),
+                tuple(detections))
 
     def profile(self):
         """cProfile of one more run, top functions by own CPU time (process time, all threads)."""
@@ -133,13 +145,13 @@ def main():
         print(f"settings: {opt.data_dir}, {opt.cfg} default init (seeded), imgsz {opt.imgsz}, batch {opt.batch_size}, "
               f"conf 0.001, IoU 0.6, fp32 CPU; one untimed run then {opt.rounds} timed runs per side, alternating; "
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}", flush=True)
-        metrics = {}
+        metrics, detections = {}, {}
         for s in sides:
-            metrics[s.name] = s.call("run")[2]
+            _, _, metrics[s.name], _, detections[s.name] = s.call("run")
         rates = {n: [] for n in names}
 
         def turn(side, r):
-            dt, n, m, (pre, inf, nms) = side.call("run")
+            dt, n, _, (pre, inf, nms), _ = side.call("run")
             rates[side.name].append(n / dt)
             print(f"round {r + 1} {side.name:8s}: {n} images in {dt:6.2f} s -> {n / dt:6.2f} images/s; per image "
                   f"pre-process {pre:.1f} ms, inference {inf:.1f} ms, NMS {nms:.1f} ms; load average "
@@ -149,7 +161,8 @@ def main():
         for n in names:
             p, r, map50, map_ = metrics[n]
             print(f"{n:8s}: median {statistics.median(rates[n]):.2f} images/s (range {min(rates[n]):.2f}-"
-                  f"{max(rates[n]):.2f}); P {p:.6f} R {r:.6f} mAP@.5 {map50:.6f} mAP@.5:.95 {map_:.6f}")
+                  f"{max(rates[n]):.2f}); P {p:.6f} R {r:.6f} mAP@.5 {map50:.6f} mAP@.5:.95 {map_:.6f}; "
+                  f"{detections[n][0]} detections, confidence sum {detections[n][1]:.4f}")
         if opt.upstream:
             per_round = [a / b for a, b in zip(rates["ours"], rates["upstream"])]
             same = all(abs(a - b) <= 1e-6 for a, b in zip(metrics["ours"], metrics["upstream"]))
