@@ -1,111 +1,186 @@
-"""Training data-loader throughput: mosaic-augmented images per second on coco128.
+"""Training data-loader throughput, mosaic-augmented images per second: ours and upstream YOLOv5's,
+side by side in one run.
 
-Settings mirror the upstream measurement quoted in issue 3: img 640, batch 16, 2 workers,
-hyp.scratch.yaml (v6.0 default: mosaic 1.0, hsv, fliplr, scale 0.5, translate 0.1), label
-cache built beforehand, one warm-up pass over the dataset, then 4 timed passes, done twice
-(upstream reported two runs) and averaged. Each run also prints the CPU time the loader used per
-image, which other load on a shared machine barely affects, and the rate that implies on idle
-cores. Upstream v6.0's loader measured 71 images/s (runs: 71.6 and 70.9) with these settings on
-the same kind of machine (2 CPU cores, torch 2.14.1); that figure is quoted from issue 3, not
-re-measured here. Because the machine may be shared, the script also runs, interleaved with ours,
-a reference loader doing v6.0's operations (bench/upstream_style_dataset.py) and prints both ratios.
+Settings (v6.0 training defaults): img 640, batch 16, 2 loader workers, hyp.scratch.yaml (mosaic 1.0,
+HSV, fliplr 0.5, scale 0.5, translate 0.1), no image caching. Each side builds its training loader
+with its own create_dataloader (ours: utils.loaders; upstream: utils.datasets) in its own process, on
+its own copy of the data folder, so each writes and reads its own label cache; building the loader
+(label cache included) and one warm-up pass (starts the loader workers, fills the OS file cache) are
+not timed. Then the sides take turns, `--rounds` times, alternating who goes first: each turn first
+takes, untimed, the batches the loader workers made ahead while the other side ran (workers x
+prefetch factor), then times `--batches` batches, so both sides are timed at their steady rate. Every turn prints images/s and the CPU time the side's processes
+(benchmark worker + loader workers) spent per image, which other load on a shared machine affects
+less than wall time. The ratio ours / upstream images/s is the median of the per-round ratios.
 
-Run from the repository root:  .venv/bin/python bench/dataloader.py [--data-dir ../shared/data/coco128]
+--profile N runs N batches of each side's dataset and collate in the benchmark process (no loader
+workers, OpenCV single-threaded as in a worker) under cProfile and prints the functions with the most
+own CPU time: where a worker's time goes.
+Without --upstream only our side is measured.
+
+Run from the repository root:
+  .venv/bin/python bench/dataloader.py --upstream ../yolov5-v6.0 [--rounds 3] [--profile 8]
 """
 import argparse
 import os
+import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "yolov5"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import side_by_side
 
-import psutil  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
+REPO = side_by_side.REPO
+TARGET_RATIO = 1.5  # ours / upstream, images per second
 
-from upstream_style_dataset import UpstreamStyleDataset  # noqa: E402
-from utils.loaders import InfiniteDataLoader, create_dataloader, seed_worker, worker_count  # noqa: E402
 
-UPSTREAM_IMAGES_PER_S = 71.0
+class Loader:
+    """One side's training data loader; `flavour` is 'ours' or 'upstream'."""
+
+    def __init__(self, flavour, images, imgsz, batch_size, workers, hyp):
+        import torch
+        import yaml
+        self.torch = torch
+        with open(hyp) as f:
+            self.hyp = yaml.safe_load(f)
+        if flavour == "ours":
+            from utils.loaders import create_dataloader
+        else:
+            from utils.datasets import create_dataloader
+        self.args = (images, imgsz, batch_size, 32)
+        # Label cache built (or read) here, outside the timed part.
+        self.loader, self.dataset = create_dataloader(*self.args, hyp=self.hyp, augment=True, workers=workers,
+                                                      prefix=f"{flavour}: ")
+        self.stream = self._stream()
+        # Batches the workers may hold ready when a turn starts (DataLoader's prefetch).
+        self.ahead = self.loader.num_workers * (self.loader.prefetch_factor or 0)
+
+    def settings(self):
+        return len(self.dataset), self.loader.batch_size, self.loader.num_workers
+
+    def _stream(self):
+        while True:  # pass after pass, as a training run iterates the loader
+            yield from self.loader
+
+    def _take(self, batches):
+        return sum(next(self.stream)[0].shape[0] for _ in range(batches))
+
+    def warmup(self):
+        self._take(len(self.loader))  # one pass: starts the workers
+        return True
+
+    def timed(self, batches):
+        """(images, wall seconds, CPU seconds of this process and its loader workers) over `batches` batches."""
+        import psutil
+        self._take(self.ahead)  # made while the other side was timed: not this turn's work
+        procs = [psutil.Process()] + psutil.Process().children(recursive=True)
+        cpu0, t0 = _cpu(procs), time.perf_counter()
+        n = self._take(batches)
+        return n, time.perf_counter() - t0, _cpu(procs) - cpu0
+
+    def profile(self, batches):
+        """cProfile of `batches` batches made in this process (dataset + collate), top functions by own
+        CPU time (process time: preemption by other load on the machine does not count)."""
+        import cProfile
+        import io
+        import itertools
+        import pstats
+
+        import cv2
+        cv2.setNumThreads(0)  # as in a loader worker (both code bases set it there)
+        ld = self.torch.utils.data.DataLoader(self.dataset, batch_size=self.loader.batch_size, num_workers=0,
+                                              collate_fn=self.loader.collate_fn)
+        it = itertools.chain.from_iterable(itertools.repeat(ld))  # as many batches as asked, pass after pass
+        next(it)  # first use: imports and lazy set-up, not per-batch work
+        pr = cProfile.Profile(time.process_time)
+        pr.enable()
+        for _ in range(batches):
+            next(it)
+        pr.disable()
+        out = io.StringIO()
+        pstats.Stats(pr, stream=out).sort_stats("tottime").print_stats(18)
+        return out.getvalue()
+
+
+def _cpu(procs):
+    total = 0.0
+    for p in procs:
+        try:
+            total += sum(p.cpu_times()[:2])
+        except Exception:  # a process that has gone (psutil.NoSuchProcess)
+            pass
+    return total
+
+
+def private_copy(data_dir, workdir, name):
+    """A copy of the data folder (images and labels, no label cache) for one side."""
+    dst = Path(workdir) / f"data-{name}"
+    shutil.copytree(data_dir, dst, ignore=shutil.ignore_patterns("*.cache", "*.cache.npy"))
+    return dst / "images" / "train2017"
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "coco128"))
+    side_by_side.add_upstream_argument(ap)
+    ap.add_argument("--data-dir", default=str(side_by_side.default_data_dir()))
     ap.add_argument("--imgsz", type=int, default=640)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--passes", type=int, default=4)
-    ap.add_argument("--runs", type=int, default=2, help="timed runs of --passes each (upstream: 2 runs)")
-    ap.add_argument("--no-side-by-side", dest="side_by_side", action="store_false",
-                    help="skip the upstream-style reference loader")
+    ap.add_argument("--batches", type=int, default=16, help="timed batches per turn")
+    ap.add_argument("--rounds", type=int, default=3, help="timed turns per side, alternating")
     ap.add_argument("--hyp", default=str(REPO / "yolov5" / "data" / "hyps" / "hyp.scratch.yaml"))
+    ap.add_argument("--profile", type=int, default=0, metavar="N", help="cProfile N batches of each side")
     opt = ap.parse_args()
+    if opt.batches < 1 or opt.rounds < 1:
+        ap.error("--batches and --rounds must be >= 1")
+    if not (Path(opt.data_dir) / "images" / "train2017").is_dir():
+        ap.error(f"--data-dir {opt.data_dir}: no images/train2017 folder in it")
 
-    with open(opt.hyp) as f:
-        hyp = yaml.safe_load(f)
-    images = str(Path(opt.data_dir) / "images" / "train2017")
-    # Build (or reuse) the label cache first, outside the timed region.
-    create_dataloader(images, opt.imgsz, opt.batch_size, 32, hyp=hyp, augment=True, workers=0, prefix="cache: ")
+    with side_by_side.scratch_dir("dataloader_") as tmp:
+        names = ["ours"] + (["upstream"] if opt.upstream else [])
+        roots = {"ours": side_by_side.OURS}
+        if opt.upstream:
+            roots["upstream"] = side_by_side.prepared_upstream(opt.upstream, tmp)
+        sides = [side_by_side.Worker(n, roots[n], "dataloader", "Loader", upstream=n == "upstream", flavour=n,
+                                     images=str(private_copy(opt.data_dir, tmp, n)), imgsz=opt.imgsz,
+                                     batch_size=opt.batch_size, workers=opt.workers, hyp=opt.hyp)
+                 for n in names]
+        n_img, bs, nw = sides[0].call("settings")
+        print(f"settings: {n_img} images from {opt.data_dir}, imgsz {opt.imgsz}, batch {bs}, {nw} loader workers, "
+              f"{Path(opt.hyp).name}; {opt.batches} batches per turn, {opt.rounds} turns per side, alternating; "
+              f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+        for s in sides:
+            s.call("warmup")
+        rates, cpu_ms = {n: [] for n in names}, {n: [] for n in names}
 
-    def make_loader(name):
-        if name == "ours":
-            return create_dataloader(images, opt.imgsz, opt.batch_size, 32, hyp=hyp, augment=True,
-                                     workers=opt.workers)
-        ref = UpstreamStyleDataset(images, opt.imgsz, opt.batch_size, augment=True, hyp=hyp, stride=32)
-        ld = InfiniteDataLoader(ref, batch_size=min(opt.batch_size, len(ref)),
-                                num_workers=worker_count(opt.batch_size, opt.workers), pin_memory=False,
-                                worker_init_fn=seed_worker, generator=torch.Generator().manual_seed(0),
-                                collate_fn=UpstreamStyleDataset.collate_fn)
-        return ld, ref
+        def turn(side, r):
+            n, dt, cpu = side.call("timed", opt.batches)
+            rates[side.name].append(n / dt)
+            cpu_ms[side.name].append(cpu / n * 1e3)
+            print(f"round {r + 1} {side.name:8s}: {n} images in {dt:6.2f} s -> {n / dt:6.1f} images/s; "
+                  f"CPU {cpu / n * 1e3:5.1f} ms per image; load average {os.getloadavg()[0]:.2f}", flush=True)
 
-    def one_pass(ld):
-        n = 0
-        for imgs, targets, _, _ in ld:
-            n += imgs.shape[0]
-        return n
+        side_by_side.alternate(sides, opt.rounds, turn)
+        for n in names:
+            print(f"{n:8s}: median {statistics.median(rates[n]):.1f} images/s "
+                  f"(range {min(rates[n]):.1f}-{max(rates[n]):.1f})")
+        if opt.upstream:
+            per_round = [a / b for a, b in zip(rates["ours"], rates["upstream"])]
+            print(f"ours / upstream images per second: {statistics.median(per_round):.2f} (median of per-round "
+                  f"ratios, range {min(per_round):.2f}-{max(per_round):.2f}; target >= {TARGET_RATIO})")
+            by_cpu = [b / a for a, b in zip(cpu_ms["ours"], cpu_ms["upstream"])]
+            print(f"upstream / ours CPU time per image: {statistics.median(by_cpu):.2f} (range {min(by_cpu):.2f}-"
+                  f"{max(by_cpu):.2f}; less affected by other load on the machine than wall time)")
+        if opt.profile:
+            for s in sides:
+                print(f"--- {s.name}: {opt.profile} batches made in one process, top functions by own time")
+                print(s.call("profile", opt.profile))
+        for s in sides:
+            s.close()
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    if not opt.upstream:
+        side_by_side.say_ours_only("dataloader.py")
 
-    names = ["ours"] + (["upstream-style"] if opt.side_by_side else [])
-    ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    results = {name: ([], []) for name in names}  # images/s, CPU ms per image
-    for run in range(opt.runs):
-        for name in names if run % 2 == 0 else names[::-1]:
-            ld, dataset = make_loader(name)
-            if run == 0 and name == "ours":
-                print(f"settings: {len(dataset)} images from {images}, imgsz {opt.imgsz}, batch {ld.batch_size}, "
-                      f"workers {ld.num_workers}, hyp {Path(opt.hyp).name} (mosaic {hyp['mosaic']}, "
-                      f"mixup {hyp['mixup']}), torch {torch.__version__}, {os.cpu_count()} CPUs")
-            one_pass(ld)  # warm-up: starts the workers and fills the OS file cache
-            procs = [psutil.Process()] + [psutil.Process(w.pid) for w in getattr(ld.iterator, "_workers", [])]
-            cpu0 = sum(sum(p.cpu_times()[:2]) for p in procs)
-            seen, t0 = 0, time.perf_counter()
-            for _ in range(opt.passes):
-                seen += one_pass(ld)
-            dt = time.perf_counter() - t0
-            cpu = sum(sum(p.cpu_times()[:2]) for p in procs) - cpu0
-            del ld.iterator  # shut the workers down before the next loader runs
-            results[name][0].append(seen / dt)
-            results[name][1].append(cpu / seen * 1e3)
-            # CPU seconds used by the loader's processes barely depend on other load on the machine:
-            # on otherwise idle cores throughput cannot exceed cores / (CPU s per image).
-            print(f"{name} run {run + 1}: {opt.passes} passes, {seen} images in {dt:.2f} s -> {seen / dt:.1f} "
-                  f"images/s; CPU {cpu / seen * 1e3:.1f} ms per image (main + workers; bound on {ncpu} idle "
-                  f"cores {ncpu * seen / cpu:.0f} images/s); load average {os.getloadavg()[0]:.2f}")
-    mean = {k: (sum(v[0]) / len(v[0]), sum(v[1]) / len(v[1])) for k, v in results.items()}
-    rate, cpu_ms = mean["ours"]
-    print(f"ours: mean {rate:.1f} images/s over {opt.runs} runs (best {max(results['ours'][0]):.1f}), "
-          f"{cpu_ms:.1f} CPU ms per image")
-    print(f"upstream v6.0 loader: {UPSTREAM_IMAGES_PER_S:.0f} images/s with the same settings, measured on the "
-          f"same kind of machine (2 cores, torch 2.14.1; figure from issue 3, not re-measured here)")
-    print(f"ratio: {rate / UPSTREAM_IMAGES_PER_S:.2f}x upstream's 71 images/s (target >= 1.5x)")
-    if "upstream-style" in mean:
-        ref_rate, ref_cpu = mean["upstream-style"]
-        print(f"side by side (same machine, same moment; reference = v6.0's operations re-implemented in "
-              f"bench/upstream_style_dataset.py): upstream-style {ref_rate:.1f} images/s, {ref_cpu:.1f} CPU ms "
-              f"per image -> ours {rate / ref_rate:.2f}x by wall clock, {ref_cpu / cpu_ms:.2f}x by CPU time")
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -8,16 +8,18 @@ workers in turn to do one unit of work and collects the figures, so machine load
 The upstream checkout is never modified: it is copied to a temporary folder and ported there with
 our porting tool's `--modernize` fixes (the ones an old tree needs on a current Python, numpy and
 torch stack). Optional packages upstream imports at module level but the benchmarks never call
-(pandas, seaborn, requests, thop) are replaced by placeholders when they are not installed.
+(pandas, seaborn, requests, thop) are replaced by placeholders when they are not installed. The
+placeholders are real package folders on the upstream worker's import path (sys.path and PYTHONPATH),
+so processes it starts in turn (upstream's label-verification Pool, DataLoader workers) import them too.
 """
 import importlib
-import importlib.machinery
+import importlib.util
 import multiprocessing as mp
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import types
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -27,10 +29,19 @@ UPSTREAM_FILES = ("train.py", "val.py", "models/yolo.py", "utils/datasets.py", "
 UNUSED_OPTIONAL = ("pandas", "seaborn", "requests", "thop")
 
 
+GET_UPSTREAM = "git clone -b v6.0 --depth 1 https://github.com/ultralytics/yolov5 DIR"
+
+
 def add_upstream_argument(ap):
-    ap.add_argument("--upstream", metavar="DIR", required=True,
-                    help="an upstream YOLOv5 v6.0 checkout (outside this repository; it is copied, not changed). "
-                         "Get one with: git clone -b v6.0 --depth 1 https://github.com/ultralytics/yolov5 DIR")
+    ap.add_argument("--upstream", metavar="DIR",
+                    help="an upstream YOLOv5 v6.0 checkout (outside this repository; it is copied, not changed) "
+                         f"to measure side by side with ours. Get one with: {GET_UPSTREAM}")
+
+
+def say_ours_only(script):
+    """The line printed instead of a comparison when no --upstream was given."""
+    print(f"only our figures: no --upstream given. For ours / upstream side by side in one run: {GET_UPSTREAM}; "
+          f"then .venv/bin/python bench/{script} --upstream DIR")
 
 
 def prepare_upstream(path, workdir):
@@ -38,31 +49,56 @@ def prepare_upstream(path, workdir):
     src = Path(path).expanduser().resolve()
     missing = [f for f in UPSTREAM_FILES if not (src / f).is_file()]
     if missing:
-        sys.exit(f"--upstream {path}: not a YOLOv5 checkout (missing {', '.join(missing)}); "
-                 f"pass the folder that holds upstream's train.py")
+        _user_error(f"--upstream {path}: not a YOLOv5 checkout (missing {', '.join(missing)}); "
+                    f"pass the folder that holds upstream's train.py")
     if src == REPO or REPO in src.parents or src == OURS:
-        sys.exit(f"--upstream {path}: that is this repository; pass an upstream YOLOv5 checkout")
+        _user_error(f"--upstream {path}: that is this repository; pass an upstream YOLOv5 checkout")
     dst = Path(workdir) / "upstream"
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".git", "runs", "*.pt", "datasets", "__pycache__"))
     port = subprocess.run([sys.executable, str(REPO / "tools" / "porting" / "port_yolov5.py"), str(dst),
                            "--modernize"], capture_output=True, text=True)
     if port.returncode != 0:
-        sys.exit(f"--upstream {path}: the porting tool could not prepare a copy to run:\n{port.stdout}{port.stderr}")
+        _user_error(f"--upstream {path}: the porting tool could not prepare a copy to run:\n{port.stdout}{port.stderr}")
+    _write_placeholders(dst.parent / "placeholders")
     return dst
 
 
-class _Placeholder(types.ModuleType):
-    """Stands in for an optional package: attribute reads and writes work, calling anything fails loudly."""
+# A placeholder package's __init__.py: the module turns itself into an instance of the class below.
+_PLACEHOLDER_SOURCE = '''"""Placeholder for an optional package that is not installed (written by bench/side_by_side.py)."""
+import sys
+import types
+
+
+class Placeholder(types.ModuleType):
+    """Attribute reads and writes work; calling anything fails loudly."""
 
     def __getattr__(self, name):
         if name.startswith("__"):
             raise AttributeError(name)
-        value = _Placeholder(f"{self.__name__}.{name}")
+        value = Placeholder(f"{self.__name__}.{name}")
         setattr(self, name, value)
         return value
 
     def __call__(self, *args, **kwargs):
         raise RuntimeError(f"{self.__name__} is not installed; the benchmark did not expect to call it")
+
+
+sys.modules[__name__].__class__ = Placeholder
+'''
+
+
+def _user_error(message):
+    print(message, file=sys.stderr)
+    sys.exit(2)
+
+
+def _write_placeholders(folder, names=UNUSED_OPTIONAL):
+    """A package folder per optional package (of `names`) this interpreter cannot import."""
+    folder.mkdir(exist_ok=True)
+    for name in names:
+        if importlib.util.find_spec(name) is None:
+            (folder / name).mkdir(exist_ok=True)
+            (folder / name / "__init__.py").write_text(_PLACEHOLDER_SOURCE)
 
 
 def _enter(root, upstream):
@@ -72,12 +108,12 @@ def _enter(root, upstream):
             sys.path.remove(p)
     sys.path[:0] = [str(root), str(BENCH)]
     if upstream:
-        for name in UNUSED_OPTIONAL:
-            try:
-                importlib.import_module(name)
-            except ImportError:
-                stub = sys.modules[name] = _Placeholder(name)
-                stub.__spec__ = importlib.machinery.ModuleSpec(name, None)  # importlib.util.find_spec() reads it
+        # Last on the path, so an installed package always wins over its placeholder; PYTHONPATH
+        # carries the folder to any interpreter this worker starts.
+        placeholders = str(Path(root).parent / "placeholders")
+        sys.path.append(placeholders)
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            [str(root), str(BENCH), *filter(None, [os.environ.get("PYTHONPATH")]), placeholders])
 
 
 def _serve(conn, root, upstream, module, cls, kwargs):

@@ -14,6 +14,8 @@ alike: the ratio ours / upstream is the figure to trust on a shared machine. --b
 exactly as built (no CPU speed-ups) as a third side. --profile prints, for each side, the operators
 that took the most CPU time over a few extra iterations (torch.profiler).
 
+Without --upstream only our side (and --baseline) is timed.
+
 Run from the repository root:
   .venv/bin/python bench/train_step.py --upstream ../yolov5-v6.0 [--cfg yolov5n yolov5s] [--imgsz 320 640]
 """
@@ -145,9 +147,10 @@ class Step:
 
 
 def measure(opt, cfg, imgsz, workdir):
-    names = ["ours"] + (["baseline"] if opt.baseline else []) + ["upstream"]
-    roots = {"ours": side_by_side.OURS, "baseline": side_by_side.OURS,
-             "upstream": side_by_side.prepared_upstream(opt.upstream, workdir)}
+    names = ["ours"] + (["baseline"] if opt.baseline else []) + (["upstream"] if opt.upstream else [])
+    roots = {"ours": side_by_side.OURS, "baseline": side_by_side.OURS}
+    if opt.upstream:
+        roots["upstream"] = side_by_side.prepared_upstream(opt.upstream, workdir)
     kw = dict(cfg=cfg, imgsz=imgsz, batch_size=opt.batch_size, hyp=opt.hyp, threads=opt.threads)
     sides = [side_by_side.Worker(n, roots[n], "train_step", "Step", upstream=n == "upstream", flavour=n, **kw)
              for n in names]
@@ -166,11 +169,15 @@ def measure(opt, cfg, imgsz, workdir):
         faults, peak = int(np.median([r[1] for r in rec])), rec[-1][3]
         print(f"{cfg:8s} {imgsz:5d} {s.name:9s} " + " ".join(f"{p:8.3f}" for p in phases)
               + f" {float(np.median(totals[s.name])):8.3f} {faults:8d} {peak:8.0f}")
-    first = {n: np.array(records[n][0][2]) for n in names}
-    differ = np.abs(first["ours"] - first["upstream"]).max() / np.abs(first["upstream"]).max()
-    ratio = statistics.median(totals["ours"] / totals["upstream"])
-    print(f"{cfg:8s} {imgsz:5d} ours / upstream time per iteration: {ratio:.3f} (median of per-round ratios; "
-          f"target <= {TARGET_RATIO}); first-step loss items differ by {differ:.1e} relative")
+    ratio = None
+    if "upstream" in totals:
+        first = {n: np.array(records[n][0][2]) for n in names}
+        differ = np.abs(first["ours"] - first["upstream"]).max() / np.abs(first["upstream"]).max()
+        per_round = totals["ours"] / totals["upstream"]
+        ratio = statistics.median(per_round)
+        print(f"{cfg:8s} {imgsz:5d} ours / upstream time per iteration: {ratio:.3f} (median of per-round ratios, "
+              f"range {per_round.min():.3f}-{per_round.max():.3f}; target <= {TARGET_RATIO}); "
+              f"first-step loss items differ by {differ:.1e} relative")
     if opt.profile:
         for s in sides:
             print(f"--- {cfg} {imgsz} {s.name}: top operators by self CPU time over {opt.profile} iterations")
@@ -206,6 +213,8 @@ def main():
             for imgsz in opt.imgsz:
                 measure(opt, cfg, imgsz, tmp)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
+    if not opt.upstream:
+        side_by_side.say_ours_only("train_step.py")
 
 
 if __name__ == "__main__":

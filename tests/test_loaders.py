@@ -90,7 +90,7 @@ def test_epoch_order_does_not_depend_on_prefetching_workers(images):
 
 
 def test_loader_built_directly_orders_epochs_from_the_default_seed(images):
-    """InfiniteDataLoader built without create_dataloader (bench/dataloader.py does) still fixes each
+    """InfiniteDataLoader built without create_dataloader (as code outside the trainer may) still fixes each
     epoch's order: the same as create_dataloader's with the default seed."""
     from utils.datasets import LoadImagesAndLabels
     ds = LoadImagesAndLabels(str(images), 160, 4, stride=32)

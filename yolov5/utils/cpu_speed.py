@@ -4,14 +4,14 @@ By default glibc hands blocks above its mmap threshold (128 KiB, rising dynamica
 32 MiB) back to the kernel on free(), so every training step page-faults much of its activation
 memory in again; every block above 32 MiB always. Telling malloc to serve big blocks from the
 heap and never to trim it lets each step reuse the pages of the previous one. Measured with
-bench/train_step.py --compare (batch 16, fp32, 2 cores; step time with / without, page faults
-per step without):
+this speed-up and without it, alternating in one run (bench/train_step.py --baseline; batch 16,
+fp32, 2 cores; step time with / without, page faults per step without):
     yolov5n 320 px: 0.96-1.0x (0-60k faults)     yolov5n 640 px: 0.54x (730k faults)
     yolov5s 320 px: 0.72-0.92x (130-250k faults) yolov5s 640 px: 0.52x (2.0M faults)
 The process keeps its peak memory instead of shrinking between steps (the peak itself stays the
 same: yolov5n 320 px 1599 vs 1598 MiB); processes forked afterwards (dataloader workers) inherit the setting.
 
-Measured and NOT adopted (bench/train_step.py --channels-last / --compile reproduce them):
+Measured in one-off experiments (no bench script keeps them) and NOT adopted:
 * channels-last weights: another 12-25% off a step, but torch's CPU BatchNorm computes channels-last
   batch statistics far less accurately than NCHW ones (batch mean off by ~1e-3 std and BN weight
   gradients by up to ~10% on real images, against ~1e-7 for NCHW; the error grows to ~1e-2 at the

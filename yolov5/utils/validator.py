@@ -15,7 +15,7 @@ Differences from v6.0, on purpose:
   `anno_json`), maps class names to the file's category ids when they all match, and scores only
   the images of the validated split (v6.0 did that for COCO only);
 - standalone runs (weights loaded here) infer under torch.inference_mode, and on CPU with the
-  model and batch in channels_last layout (faster oneDNN convolutions; bench/val_speed.py).
+  model and batch in channels_last layout (oneDNN's preferred convolution layout).
 """
 import time
 from pathlib import Path
@@ -39,7 +39,7 @@ HEADER = ("%20s" + "%11s" * 6) % ("Class", "Images", "Labels", "P", "R", "mAP@.5
 ROW = "%20s" + "%11i" * 2 + "%11.3g" * 4
 IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)  # mAP@0.5:0.95
 PLOTTED_BATCHES = 3  # val_batch{0,1,2}_{labels,pred}.jpg
-CHANNELS_LAST_ON_CPU = True  # standalone CPU inference layout (bench/val_speed.py compares both)
+CHANNELS_LAST_ON_CPU = True  # standalone CPU inference layout
 # Accelerators validate in reduced precision by default (v6.0: half=True on CUDA). Setting this
 # variable to 1 keeps them in fp32, so a validation on MLU/CUDA computes what one on CPU computes
 # (the stand-in MLU equivalence tests compare like with like).
