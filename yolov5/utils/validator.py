@@ -8,7 +8,7 @@ model, val loader, loss and a Device) and scripts written for upstream both call
 Differences from v6.0, on purpose:
 - predictions match labels separately at each IoU threshold (v6.2 fix, see utils/metrics.py);
 - NMS never drops detections silently when slow (utils/nms.py);
-- NMS runs where the device layer says (CPU for MLU, as the seed's port);
+- NMS runs where the device layer says (CPU for MLU, as in Cambricon's MLU port);
 - in training, reduced precision comes from the device's autocast instead of converting the EMA
   model to fp16 in place (v6.0 rounded EMA weights to fp16 once per epoch as a side effect);
 - --save-json takes an explicit annotation file (run(anno_json=...) or the data yaml key
