@@ -137,10 +137,7 @@ def main():
         ap.error(f"--data-dir {opt.data_dir}: no images/train2017 folder in it")
 
     with side_by_side.scratch_dir("dataloader_") as tmp:
-        names = ["ours"] + (["upstream"] if opt.upstream else [])
-        roots = {"ours": side_by_side.OURS}
-        if opt.upstream:
-            roots["upstream"] = side_by_side.prepared_upstream(opt.upstream, tmp)
+        names, roots = side_by_side.side_roots(opt.upstream, tmp)
         sides = [side_by_side.Worker(n, roots[n], "dataloader", "Loader", upstream=n == "upstream", flavour=n,
                                      images=str(private_copy(opt.data_dir, tmp, n)), imgsz=opt.imgsz,
                                      batch_size=opt.batch_size, workers=opt.workers, hyp=opt.hyp)
@@ -166,8 +163,8 @@ def main():
                   f"(range {min(rates[n]):.1f}-{max(rates[n]):.1f})")
         if opt.upstream:
             per_round = [a / b for a, b in zip(rates["ours"], rates["upstream"])]
-            print(f"ours / upstream images per second: {statistics.median(per_round):.2f} (median of per-round "
-                  f"ratios, range {min(per_round):.2f}-{max(per_round):.2f}; target >= {TARGET_RATIO})")
+            print(f"ours / upstream images per second: {side_by_side.ratio_text(per_round)}; "
+                  f"target >= {TARGET_RATIO})")
             by_cpu = [b / a for a, b in zip(cpu_ms["ours"], cpu_ms["upstream"])]
             print(f"upstream / ours CPU time per image: {statistics.median(by_cpu):.2f} (range {min(by_cpu):.2f}-"
                   f"{max(by_cpu):.2f}; less affected by other load on the machine than wall time)")

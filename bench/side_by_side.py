@@ -18,6 +18,7 @@ import multiprocessing as mp
 import os
 import shutil
 import subprocess
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -185,6 +186,21 @@ def prepared_upstream(upstream_dir, workdir):
     """The ported copy of `upstream_dir` in `workdir`, made on first use."""
     dst = Path(workdir) / "upstream"
     return dst if dst.is_dir() else prepare_upstream(upstream_dir, workdir)
+
+
+def side_roots(upstream_dir, workdir):
+    """(names, {name: source root}) of the sides to compare: ours, and upstream's ported copy if given."""
+    roots = {"ours": OURS}
+    if upstream_dir:
+        roots["upstream"] = prepared_upstream(upstream_dir, workdir)
+    return list(roots), roots
+
+
+def ratio_text(per_round, digits=2):
+    """'median (median of per-round ratios, range lo-hi' for the ratios of alternating rounds."""
+    values = [float(v) for v in per_round]
+    return (f"{statistics.median(values):.{digits}f} (median of per-round ratios, range "
+            f"{min(values):.{digits}f}-{max(values):.{digits}f}")
 
 
 def default_data_dir():

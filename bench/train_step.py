@@ -175,8 +175,8 @@ def measure(opt, cfg, imgsz, workdir):
         differ = np.abs(first["ours"] - first["upstream"]).max() / np.abs(first["upstream"]).max()
         per_round = totals["ours"] / totals["upstream"]
         ratio = statistics.median(per_round)
-        print(f"{cfg:8s} {imgsz:5d} ours / upstream time per iteration: {ratio:.3f} (median of per-round ratios, "
-              f"range {per_round.min():.3f}-{per_round.max():.3f}; target <= {TARGET_RATIO}); "
+        print(f"{cfg:8s} {imgsz:5d} ours / upstream time per iteration: {side_by_side.ratio_text(per_round, 3)}; "
+              f"target <= {TARGET_RATIO}); "
               f"first-step loss items differ by {differ:.1e} relative")
     if opt.profile:
         for s in sides:

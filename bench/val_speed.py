@@ -131,10 +131,7 @@ def main():
         ap.error(f"--data-dir {opt.data_dir}: no images/train2017 folder in it")
 
     with side_by_side.scratch_dir("val_speed_") as tmp:
-        names = ["ours"] + (["upstream"] if opt.upstream else [])
-        roots = {"ours": side_by_side.OURS}
-        if opt.upstream:
-            roots["upstream"] = side_by_side.prepared_upstream(opt.upstream, tmp)
+        names, roots = side_by_side.side_roots(opt.upstream, tmp)
         sides = [side_by_side.Worker(n, roots[n], "val_speed", "Validation", upstream=n == "upstream", flavour=n,
                                      data_dir=opt.data_dir, workdir=tmp, cfg=opt.cfg, imgsz=opt.imgsz,
                                      batch_size=opt.batch_size)
@@ -166,8 +163,8 @@ def main():
         if opt.upstream:
             per_round = [a / b for a, b in zip(rates["ours"], rates["upstream"])]
             same = all(abs(a - b) <= 1e-6 for a, b in zip(metrics["ours"], metrics["upstream"]))
-            print(f"ours / upstream images per second: {statistics.median(per_round):.2f} (median of per-round "
-                  f"ratios, range {min(per_round):.2f}-{max(per_round):.2f}; target >= {TARGET_RATIO}); metrics "
+            print(f"ours / upstream images per second: {side_by_side.ratio_text(per_round)}; "
+                  f"target >= {TARGET_RATIO}); metrics "
                   f"{'identical' if same else 'DIFFER'}")
         if opt.profile:
             for s in sides:
