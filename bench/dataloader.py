@@ -133,8 +133,7 @@ def main():
     opt = ap.parse_args()
     if opt.batches < 1 or opt.rounds < 1:
         ap.error("--batches and --rounds must be >= 1")
-    if not (Path(opt.data_dir) / "images" / "train2017").is_dir():
-        ap.error(f"--data-dir {opt.data_dir}: no images/train2017 folder in it")
+    side_by_side.check_data_dir(ap, opt.data_dir)
 
     with side_by_side.scratch_dir("dataloader_") as tmp:
         names, roots = side_by_side.side_roots(opt.upstream, tmp)
@@ -168,12 +167,9 @@ def main():
             by_cpu = [b / a for a, b in zip(cpu_ms["ours"], cpu_ms["upstream"])]
             print(f"upstream / ours CPU time per image: {statistics.median(by_cpu):.2f} (range {min(by_cpu):.2f}-"
                   f"{max(by_cpu):.2f}; less affected by other load on the machine than wall time)")
-        if opt.profile:
-            for s in sides:
-                print(f"--- {s.name}: {opt.profile} batches made in one process, top functions by own time")
-                print(s.call("profile", opt.profile))
-        for s in sides:
-            s.close()
+        side_by_side.profile_and_close(
+            sides, opt.profile and f"{opt.profile} batches made in one process, top functions by own time",
+            opt.profile)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     if not opt.upstream:
         side_by_side.say_ours_only("dataloader.py")

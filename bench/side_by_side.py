@@ -17,8 +17,8 @@ import importlib.util
 import multiprocessing as mp
 import os
 import shutil
-import subprocess
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -201,6 +201,23 @@ def ratio_text(per_round, digits=2):
     values = [float(v) for v in per_round]
     return (f"{statistics.median(values):.{digits}f} (median of per-round ratios, range "
             f"{min(values):.{digits}f}-{max(values):.{digits}f}")
+
+
+def profile_and_close(sides, heading, *args):
+    """Print each side's profile (when `heading` is given: the text after the side's name), then stop
+    every side's worker."""
+    if heading:
+        for side in sides:
+            print(f"--- {side.name}: {heading}")
+            print(side.call("profile", *args))
+    for side in sides:
+        side.close()
+
+
+def check_data_dir(ap, data_dir):
+    """argparse error unless `data_dir` is laid out as coco128 (images/train2017)."""
+    if not (Path(data_dir) / "images" / "train2017").is_dir():
+        ap.error(f"--data-dir {data_dir}: no images/train2017 folder in it")
 
 
 def default_data_dir():

@@ -178,12 +178,9 @@ def measure(opt, cfg, imgsz, workdir):
         print(f"{cfg:8s} {imgsz:5d} ours / upstream time per iteration: {side_by_side.ratio_text(per_round, 3)}; "
               f"target <= {TARGET_RATIO}); "
               f"first-step loss items differ by {differ:.1e} relative")
-    if opt.profile:
-        for s in sides:
-            print(f"--- {cfg} {imgsz} {s.name}: top operators by self CPU time over {opt.profile} iterations")
-            print(s.call("profile", opt.profile))
-    for s in sides:
-        s.close()
+    side_by_side.profile_and_close(
+        sides, opt.profile and f"{cfg} {imgsz}, top operators by self CPU time over {opt.profile} iterations",
+        opt.profile)
     return ratio
 
 

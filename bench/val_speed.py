@@ -127,8 +127,7 @@ def main():
     opt = ap.parse_args()
     if opt.rounds < 1:
         ap.error("--rounds must be >= 1")
-    if not (Path(opt.data_dir) / "images" / "train2017").is_dir():
-        ap.error(f"--data-dir {opt.data_dir}: no images/train2017 folder in it")
+    side_by_side.check_data_dir(ap, opt.data_dir)
 
     with side_by_side.scratch_dir("val_speed_") as tmp:
         names, roots = side_by_side.side_roots(opt.upstream, tmp)
@@ -166,12 +165,8 @@ def main():
             print(f"ours / upstream images per second: {side_by_side.ratio_text(per_round)}; "
                   f"target >= {TARGET_RATIO}); metrics "
                   f"{'identical' if same else 'DIFFER'}")
-        if opt.profile:
-            for s in sides:
-                print(f"--- {s.name}: one validation run in the benchmark process, top functions by own time")
-                print(s.call("profile"))
-        for s in sides:
-            s.close()
+        side_by_side.profile_and_close(
+            sides, opt.profile and "one validation run in the benchmark process, top functions by own time")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     if not opt.upstream:
         side_by_side.say_ours_only("val_speed.py")

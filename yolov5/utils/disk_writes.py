@@ -48,9 +48,14 @@ def append_text(path, text):
         _restore(path, old_size)
         if write_failure(e) is None:
             raise
-        raise UserError(f"cannot write {printable(path)}: {e.strerror} ({free_space(os.path.dirname(path) or '.')} "
-                        f"free in {printable(os.path.dirname(path) or '.')}); it was left as it was. Free "
-                        "some space and run again") from None
+        raise _write_error(e, path, "it was left as it was") from None
+
+
+def _write_error(failure, path, kept):
+    """The UserError for a write of `path` that failed for lack of space (or a size limit)."""
+    folder = os.path.dirname(path) or "."
+    return UserError(f"cannot write {printable(path)}: {failure.strerror} ({free_space(folder)} free in "
+                     f"{printable(folder)}); {kept}. Free some space and run again")
 
 
 def _restore(path, old_size):
@@ -78,6 +83,4 @@ def write_text(path, text):
         _restore(tmp, None)
         if write_failure(e) is None:
             raise
-        raise UserError(f"cannot write {printable(path)}: {e.strerror} ({free_space(folder)} free in "
-                        f"{printable(folder)}); the previous file, if any, is unchanged. Free some space and "
-                        "run again") from None
+        raise _write_error(e, path, "the previous file, if any, is unchanged") from None
