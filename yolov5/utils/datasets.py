@@ -9,11 +9,6 @@ from utils.detection_dataset import LoadImagesAndLabels, img2label_paths, rect_b
 from utils.inference_sources import LoadImages  # noqa: F401
 from utils.loaders import InfiniteDataLoader, create_dataloader, seed_worker  # noqa: F401
 from utils.stream_sources import LoadStreams  # noqa: F401
+from utils.upstream_call import forward_other_names
 
-
-def __getattr__(name):
-    """Any other name of the dataset module (its helpers and constants), as before the split."""
-    try:
-        return getattr(_dataset, name)
-    except AttributeError:
-        raise AttributeError(f"module 'utils.datasets' has no attribute {name!r}") from None
+__getattr__ = forward_other_names(__name__, _dataset)

@@ -55,3 +55,14 @@ def _valid_order(params):
             seen_default = seen_default or p.default is not inspect.Parameter.empty
         ordered.append(p)
     return sorted(ordered, key=lambda p: p.kind)
+
+
+def forward_other_names(module_name: str, real_module):
+    """A module `__getattr__` for an upstream import path that re-exports `real_module`: names not
+    listed in the re-export (helpers, constants) are still found, as they were in v6.0's module."""
+    def __getattr__(name):
+        try:
+            return getattr(real_module, name)
+        except AttributeError:
+            raise AttributeError(f"module {module_name!r} has no attribute {name!r}") from None
+    return __getattr__
