@@ -14,6 +14,7 @@ import torch
 import detect
 import export
 from train_helpers import OneThread
+from utils.cli import set_logging
 
 pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning"),
               pytest.mark.filterwarnings("ignore:`torch.jit.save` is deprecated:FutureWarning")]
@@ -39,6 +40,7 @@ def test_detect_run_by_position(upstream_checkpoint, real_images_dir, tmp_path, 
                    update=False, project=tmp_path, name="pos", exist_ok=False, line_thickness=None,
                    hide_labels=False, hide_conf=False, half=False)
     assert tuple(options) == V60_DETECT
+    set_logging()  # pytest's root handlers make run() leave logging alone
     with OneThread():
         by_position = detect.run(*options.values())
         out = capsys.readouterr().out
@@ -57,6 +59,7 @@ def test_detect_run_by_position(upstream_checkpoint, real_images_dir, tmp_path, 
 def test_export_run_by_position(upstream_checkpoint, tmp_path, capsys):
     weights = tmp_path / "fixture.pt"
     shutil.copyfile(upstream_checkpoint, weights)
+    set_logging()
     with OneThread():
         files = export.run("data/coco128.yaml", str(weights), (64, 96), 2, "cpu", ("torchscript",), False, False,
                            False, False, False, False, False, 12, 100, 100, 0.45, 0.25)

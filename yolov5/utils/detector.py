@@ -257,7 +257,7 @@ def run(*, weights=YOLO_ROOT / "yolov5s.pt", source=YOLO_ROOT / "data/images", i
     line_thickness: box lines in pixels; None scales them with each image (auto_line_width)."""
     opt = DetectOptions(**locals())  # first statement: locals() holds exactly the parameters
     opt.source = str(source)
-    if not LOGGER.handlers:  # a script calling run() sees the messages detect.py prints
+    if not LOGGER.hasHandlers():  # unless the caller configured logging, show what detect.py shows
         set_logging()
     weight_files = check_options(opt)
     save_dir = make_save_dir(opt)

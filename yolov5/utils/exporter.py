@@ -205,7 +205,7 @@ def run(*, weights="yolov5s.pt", imgsz=(640, 640), batch_size=1, device="cpu", i
         data=None, int8=False, topk_per_class=None, topk_all=None, iou_thres=None, conf_thres=None):
     """Export `weights` to the formats in `include`; returns the list of written files."""
     t = time.time()
-    if not LOGGER.handlers:  # a script calling run() sees the messages export.py prints
+    if not LOGGER.hasHandlers():  # unless the caller configured logging, show what export.py shows
         set_logging()
     warn_tf_only(dict(data=data, int8=int8, topk_per_class=topk_per_class, topk_all=topk_all,
                       iou_thres=iou_thres, conf_thres=conf_thres))
