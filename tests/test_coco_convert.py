@@ -91,3 +91,11 @@ def test_cli_missing_file_exits_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["--json", str(tmp_path / "nope.json"), "--out", str(tmp_path / "out")])
     assert e.value.code == 2 and "COCO JSON not found" in capsys.readouterr().err
+
+
+def test_cli_prints_its_summary_on_stdout(tmp_path, capsys):
+    anns = [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [10, 20, 100, 50], "iscrowd": 0}]
+    path = small_coco(tmp_path, anns)
+    main(["--json", str(path), "--out", str(tmp_path / "out"), "--list", str(tmp_path / "list.txt")])
+    assert capsys.readouterr().out == (f"{path}: 2 images, 1 boxes, 1 without boxes -> {tmp_path / 'out'}, "
+                                       f"list {tmp_path / 'list.txt'}\n")

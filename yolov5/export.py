@@ -17,9 +17,7 @@ if str(YOLO_ROOT) not in sys.path:
 
 from utils.cli import print_args, set_logging  # noqa: E402
 from utils.errors import exit_on_user_error  # noqa: E402
-from utils.exporter import run  # noqa: E402,F401  (public: export.run)
-
-TF_ONLY = ("data", "int8", "topk_per_class", "topk_all", "iou_thres", "conf_thres")
+from utils.exporter import TF_ONLY_OPTIONS, run, warn_tf_only  # noqa: E402,F401  (public: export.run)
 
 
 def parse_opt(argv=None):
@@ -46,11 +44,8 @@ def parse_opt(argv=None):
     opt = p.parse_args(argv)
     if len(opt.imgsz) not in (1, 2):
         p.error(f"--imgsz takes one value (square) or two (height width), got {len(opt.imgsz)}")
-    ignored = [k for k in TF_ONLY if getattr(opt, k) not in (None, False)]
-    if ignored:
-        print(f"WARNING: {', '.join('--' + k.replace('_', '-') for k in ignored)} only apply to TensorFlow/CoreML "
-              "exports, which are not offered here; ignored")
-    for k in TF_ONLY:
+    warn_tf_only(vars(opt))
+    for k in TF_ONLY_OPTIONS:  # run() would warn again
         delattr(opt, k)
     return opt
 

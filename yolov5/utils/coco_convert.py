@@ -14,11 +14,15 @@ Rules (those of the usual COCO-to-YOLO conversion behind the official YOLOv5 COC
 """
 import argparse
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 
+from utils.cli import set_logging
 from utils.errors import UserError, exit_on_user_error
+
+LOGGER = logging.getLogger("yolov5")
 
 
 def _load(json_path):
@@ -125,9 +129,10 @@ def main(argv=None):
     parser.add_argument("--images-prefix", default=None,
                         help="prefix of each line in --list (default ./images/<split>/ from the JSON name)")
     opt = parser.parse_args(argv)
+    set_logging()
     counts = convert_coco_json(opt.json, opt.out, opt.list, opt.images_prefix)
-    print(f"{opt.json}: {counts['images']} images, {counts['boxes']} boxes, {counts['empty']} without boxes "
-          f"-> {opt.out}" + (f", list {opt.list}" if opt.list else ""))
+    LOGGER.info(f"{opt.json}: {counts['images']} images, {counts['boxes']} boxes, {counts['empty']} without boxes "
+                f"-> {opt.out}" + (f", list {opt.list}" if opt.list else ""))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ temporary sibling folder that is then renamed), so concurrent callers never see 
 `../datasets/demo` from yolov5/); the trainer calls ensure_demo_dataset on that folder before reading it.
 """
 import argparse
+import logging
 import os
 import secrets
 import shutil
@@ -34,8 +35,11 @@ import cv2
 import numpy as np
 import yaml
 
+from utils.cli import set_logging
 from utils.errors import UserError, exit_on_user_error
 from utils.printable import printable
+
+LOGGER = logging.getLogger("yolov5")
 
 NAMES = ("circle", "square", "triangle", "star", "ring", "cross")
 HUES = (0, 120, 60, 30, 150, 90)  # OpenCV hue (0-179) of each class: red, blue, green, yellow, magenta, cyan
@@ -261,8 +265,9 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed -> identical files)")
     parser.add_argument("--force", action="store_true", help="regenerate even if the folder already holds one")
     opt = parser.parse_args(argv)
+    set_logging()
     path = ensure_demo_dataset(opt.out, opt.n_train, opt.n_val, opt.imgsz, opt.seed, force=opt.force)
-    print(f"demo dataset ready: {printable(path / YAML_NAME)}")
+    LOGGER.info(f"demo dataset ready: {printable(path / YAML_NAME)}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from utils.boxes import clip_coords, scale_coords, xywh2xyxy, xyxy2xywh
+from utils.cli import set_logging
 from utils.errors import UserError
 from utils.image_files import IMG_FORMATS, VID_FORMATS, is_printable, printable, write_image
 from utils.image_size import check_img_size
@@ -29,6 +31,7 @@ from utils.nms import non_max_suppression
 from utils.plots import auto_line_width, class_colour, draw_box
 from utils.run_dir import increment_path
 from utils.train_imgsz import resolve_imgsz
+from utils.upstream_call import upstream_positions
 
 LOGGER = logging.getLogger("yolov5")
 YOLO_ROOT = Path(__file__).resolve().parents[1]
@@ -189,8 +192,61 @@ def describe(det, names):
 
 
 # ------------------------------------------------------------------------------------ run
+# detect.run's parameters in v6.0's positional order (v6.0's last one, dnn, is for ONNX models, which
+# detect.py does not run here).
+UPSTREAM_ORDER = ("weights", "source", "imgsz", "conf_thres", "iou_thres", "max_det", "device", "view_img",
+                  "save_txt", "save_conf", "save_crop", "nosave", "classes", "agnostic_nms", "augment",
+                  "visualize", "update", "project", "name", "exist_ok", "line_thickness", "hide_labels",
+                  "hide_conf", "half")
+
+
+@dataclass
+class DetectOptions:
+    """The options of one detect run: detect.py's flags, as `run` receives them."""
+    weights: object
+    source: str
+    imgsz: object
+    conf_thres: float
+    iou_thres: float
+    max_det: int
+    device: str
+    view_img: bool
+    save_txt: bool
+    save_conf: bool
+    save_crop: bool
+    nosave: bool
+    classes: object
+    agnostic_nms: bool
+    augment: bool
+    visualize: bool
+    update: bool
+    project: object
+    name: str
+    exist_ok: bool
+    line_thickness: object
+    hide_labels: bool
+    hide_conf: bool
+    half: bool
+
+    @property
+    def save_img(self):
+        return not self.nosave and not self.source.endswith(".txt")
+
+
+@dataclass
+class LoadedModel:
+    """The model on its device, with what the run needs to know about it."""
+    model: torch.nn.Module
+    dev: object
+    half: bool
+    names: list
+    stride: int
+    imgsz: list
+
+
 @torch.no_grad()
-def run(weights=YOLO_ROOT / "yolov5s.pt", source=YOLO_ROOT / "data/images", imgsz=None, conf_thres=0.25,
+@upstream_positions(*UPSTREAM_ORDER)
+def run(*, weights=YOLO_ROOT / "yolov5s.pt", source=YOLO_ROOT / "data/images", imgsz=None, conf_thres=0.25,
         iou_thres=0.45, max_det=1000, device="", view_img=False, save_txt=False, save_conf=False,
         save_crop=False, nosave=False, classes=None, agnostic_nms=False, augment=False, visualize=False,
         update=False, project=YOLO_ROOT / "runs/detect", name="exp", exist_ok=False, line_thickness=None,
@@ -199,16 +255,45 @@ def run(weights=YOLO_ROOT / "yolov5s.pt", source=YOLO_ROOT / "data/images", imgs
 
     imgsz: int or [h, w]; None means the training size stored in the checkpoint, else 640.
     line_thickness: box lines in pixels; None scales them with each image (auto_line_width)."""
+    opt = DetectOptions(**locals())  # first statement: locals() holds exactly the parameters
+    opt.source = str(source)
+    if not LOGGER.hasHandlers():  # unless the caller configured logging, show what detect.py shows
+        set_logging()
+    weight_files = check_options(opt)
+    save_dir = make_save_dir(opt)
+    net = load_model(weight_files, opt.device, opt.half, opt.imgsz)
+    opt.view_img = opt.view_img and display_available(save_dir)
+    dataset = open_source(opt.source, net.imgsz, net.stride)
+    loop = DetectLoop(opt, net, save_dir, dataset)
+    loop.run()
+    report_skipped(dataset, loop.seen, opt.source)
+    log_summary(loop.dt, loop.seen, net.imgsz, save_dir, opt)
+    if opt.update:
+        from utils.checkpoint import strip_optimizer
+        for w in weight_files:
+            strip_optimizer(w)
+    return save_dir
+
+
+def check_options(opt):
+    """The checkpoint files of --weights, after the checks that need no model; UserError otherwise."""
+    weight_files = check_weights(opt.weights)
+    if not 0 <= opt.conf_thres <= 1 or not 0 <= opt.iou_thres <= 1:
+        raise UserError(f"--conf-thres {opt.conf_thres} / --iou-thres {opt.iou_thres}: both must be in [0, 1]")
+    return weight_files
+
+
+def make_save_dir(opt):
+    """project/name, numbered when taken (unless --exist-ok), with labels/ for --save-txt."""
+    save_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok)
+    (save_dir / "labels" if opt.save_txt else save_dir).mkdir(parents=True, exist_ok=True)
+    return save_dir
+
+
+def load_model(weight_files, device, half, imgsz):
+    """Load the checkpoint(s) (several make an ensemble) on `device`; imgsz checked against the stride."""
     from models.experimental import attempt_load
     from utils.devices import select_device
-
-    source = str(source)
-    weight_files = check_weights(weights)
-    if not 0 <= conf_thres <= 1 or not 0 <= iou_thres <= 1:
-        raise UserError(f"--conf-thres {conf_thres} / --iou-thres {iou_thres}: both must be in [0, 1]")
-    save_img = not nosave and not source.endswith(".txt")
-    save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
-    (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
 
     dev = select_device(device)
     half = bool(half) and dev.kind != "cpu"
@@ -221,102 +306,138 @@ def run(weights=YOLO_ROOT / "yolov5s.pt", source=YOLO_ROOT / "data/images", imgs
     imgsz = check_img_size(resolve_imgsz(imgsz, model, "detect.py"), s=stride)
     if isinstance(imgsz, int):
         imgsz = [imgsz, imgsz]
+    return LoadedModel(model, dev, half, names, stride, imgsz)
 
-    if view_img:
-        reason = display_unavailable_reason()
-        if reason:
-            print(f"WARNING: --view-img: cannot show a window here: {reason}; results are still saved to "
-                  f"{printable(save_dir)}")
-            view_img = False
-    dataset = open_source(source, imgsz, stride)
-    streaming = dataset.mode == "stream"
-    videos = VideoSaver(len(dataset) if streaming else 1)
-    recorder = None
-    if visualize:
-        from utils.feature_maps import FeatureMapRecorder
-        recorder = FeatureMapRecorder(model)
 
-    style = {"line_width": line_thickness, "hide_labels": hide_labels, "hide_conf": hide_conf}
-    params = next(model.parameters())
-    if dev.kind != "cpu":  # warm-up so the first timing is not the kernel set-up
-        model(torch.zeros(1, 3, *imgsz, device=dev.torch_device, dtype=params.dtype))
-    dt, seen = [0.0, 0.0, 0.0], 0
-    try:
-        for path, img, im0s, vid_cap, info in dataset:
-            t1 = time.perf_counter()
-            im = torch.from_numpy(img).to(dev.torch_device)
-            im = (im.half() if half else im.float()) / 255
-            if im.dim() == 3:
-                im = im[None]
-            dev.synchronize()
-            t2 = time.perf_counter()
-            dt[0] += t2 - t1
+def display_available(save_dir):
+    """--view-img: True if a window can be shown, else warn (results are still saved) and False."""
+    reason = display_unavailable_reason()
+    if reason:
+        LOGGER.warning(f"WARNING: --view-img: cannot show a window here: {reason}; results are still saved to "
+                       f"{printable(save_dir)}")
+        return False
+    return True
 
-            if recorder is not None:
-                first = path[0] if streaming else path
-                recorder.save_dir = increment_path(save_dir / Path(first).stem, mkdir=True)
-            pred = model(im, augment=augment)[0]
-            dev.synchronize()
-            t3 = time.perf_counter()
-            dt[1] += t3 - t2
-            pred = non_max_suppression(pred.float().to(dev.postprocess_device), conf_thres, iou_thres, classes,
-                                       agnostic_nms, max_det=max_det)
-            dt[2] += time.perf_counter() - t3
 
-            for i, det in enumerate(pred):
-                seen += 1
-                if streaming:
-                    p, s, im0, frame = Path(path[i]), f"{i}: ", im0s[i].copy(), dataset.count
-                else:
-                    p, s, im0, frame = Path(path), info, im0s.copy(), getattr(dataset, "frame", 0)
-                save_path = str(save_dir / p.name)
-                txt_path = save_dir / "labels" / (p.stem + ("" if dataset.mode == "image" else f"_{frame}"))
-                s += "%gx%g " % tuple(im.shape[2:])
-                if len(det):
-                    det[:, :4] = scale_coords(im.shape[2:], det[:, :4], im0.shape).round()
-                    s += describe(det, names)
-                    if save_txt:
-                        with open(f"{txt_path}.txt", "a") as f:
-                            f.writelines(line + "\n" for line in label_lines(det, im0.shape, save_conf))
-                    if save_img or save_crop or view_img:
-                        draw_and_crop(det, im0, names, style, save_dir / "crops" if save_crop else None, p.stem)
-                print(f"{printable(s)}Done. ({t3 - t2:.3f}s)")
+class DetectLoop:
+    """One pass over a source: each batch through the model and NMS, then each image's log line,
+    labels, drawings, crops, window and saved image or video frame."""
 
-                if view_img:
-                    cv2.imshow(printable(p), im0)
-                    if cv2.waitKey(1) == ord("q"):  # upstream: q closes a live view
-                        raise _QuitRequested
-                if save_img:
-                    if dataset.mode == "image":
-                        write_image(save_path, im0)
-                    else:
-                        videos.write(i, save_path, im0, vid_cap)
-    except _QuitRequested:
-        print("Stopped by the user (q pressed)")
-    finally:
-        videos.close()
-        if recorder is not None:
-            recorder.remove()
-        if streaming:
-            dataset.close()
+    def __init__(self, opt, net, save_dir, dataset):
+        self.opt, self.net, self.save_dir, self.dataset = opt, net, save_dir, dataset
+        self.streaming = dataset.mode == "stream"
+        self.videos = VideoSaver(len(dataset) if self.streaming else 1)
+        self.recorder = None
+        if opt.visualize:
+            from utils.feature_maps import FeatureMapRecorder
+            self.recorder = FeatureMapRecorder(net.model)
+        self.style = {"line_width": opt.line_thickness, "hide_labels": opt.hide_labels, "hide_conf": opt.hide_conf}
+        self.dt, self.seen = [0.0, 0.0, 0.0], 0  # seconds in pre-process, inference, NMS; images done
 
+    def run(self):
+        self.warm_up()
+        try:
+            for path, img, im0s, vid_cap, info in self.dataset:
+                im, pred, infer_s = self.infer(path, img)
+                for i, det in enumerate(pred):
+                    self.seen += 1
+                    self.handle_image(i, det, im.shape[2:], self.frame(i, path, im0s, info), vid_cap, infer_s)
+        except _QuitRequested:
+            LOGGER.info("Stopped by the user (q pressed)")
+        finally:
+            self.close()
+
+    def warm_up(self):
+        """One forward pass on an accelerator, so the first timing is not the kernel set-up."""
+        if self.net.dev.kind != "cpu":
+            params = next(self.net.model.parameters())
+            self.net.model(torch.zeros(1, 3, *self.net.imgsz, device=self.net.dev.torch_device, dtype=params.dtype))
+
+    def infer(self, path, img):
+        """Pre-process, forward and NMS of one batch, each stage timed into self.dt; returns (input
+        tensor, detections per image, inference seconds)."""
+        dev, opt = self.net.dev, self.opt
+        t1 = time.perf_counter()
+        im = torch.from_numpy(img).to(dev.torch_device)
+        im = (im.half() if self.net.half else im.float()) / 255
+        if im.dim() == 3:
+            im = im[None]
+        dev.synchronize()
+        t2 = time.perf_counter()
+        self.dt[0] += t2 - t1
+
+        if self.recorder is not None:
+            first = path[0] if self.streaming else path
+            self.recorder.save_dir = increment_path(self.save_dir / Path(first).stem, mkdir=True)
+        pred = self.net.model(im, augment=opt.augment)[0]
+        dev.synchronize()
+        t3 = time.perf_counter()
+        self.dt[1] += t3 - t2
+        pred = non_max_suppression(pred.float().to(dev.postprocess_device), opt.conf_thres, opt.iou_thres,
+                                   opt.classes, opt.agnostic_nms, max_det=opt.max_det)
+        self.dt[2] += time.perf_counter() - t3
+        return im, pred, t3 - t2
+
+    def frame(self, i, path, im0s, info):
+        """(path, log prefix, a copy of the original image, frame number) of batch slot i."""
+        if self.streaming:
+            return Path(path[i]), f"{i}: ", im0s[i].copy(), self.dataset.count
+        return Path(path), info, im0s.copy(), getattr(self.dataset, "frame", 0)
+
+    def handle_image(self, i, det, shape, frame, vid_cap, infer_s):
+        """Detections `det` of one image (in `shape` input pixels): log, labels, drawing, outputs."""
+        opt = self.opt
+        p, s, im0, frame_no = frame
+        s += "%gx%g " % tuple(shape)
+        if len(det):
+            det[:, :4] = scale_coords(shape, det[:, :4], im0.shape).round()
+            s += describe(det, self.net.names)
+            if opt.save_txt:
+                stem = p.stem + ("" if self.dataset.mode == "image" else f"_{frame_no}")
+                with open(f"{self.save_dir / 'labels' / stem}.txt", "a") as f:
+                    f.writelines(line + "\n" for line in label_lines(det, im0.shape, opt.save_conf))
+            if opt.save_img or opt.save_crop or opt.view_img:
+                crop_dir = self.save_dir / "crops" if opt.save_crop else None
+                draw_and_crop(det, im0, self.net.names, self.style, crop_dir, p.stem)
+        LOGGER.info(f"{printable(s)}Done. ({infer_s:.3f}s)")
+        if opt.view_img:
+            cv2.imshow(printable(p), im0)
+            if cv2.waitKey(1) == ord("q"):  # upstream: q closes a live view
+                raise _QuitRequested
+        if opt.save_img:
+            save_path = str(self.save_dir / p.name)
+            if self.dataset.mode == "image":
+                write_image(save_path, im0)
+            else:
+                self.videos.write(i, save_path, im0, vid_cap)
+
+    def close(self):
+        self.videos.close()
+        if self.recorder is not None:
+            self.recorder.remove()
+        if self.streaming:
+            self.dataset.close()
+
+
+def report_skipped(dataset, seen, source):
+    """Warn about the files that could not be decoded; a UserError when that was every file."""
     skipped = getattr(dataset, "skipped", [])
-    if skipped:
-        names_shown = ", ".join(printable(Path(f).name) for f in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
-        print(f"WARNING: {len(skipped)} of {dataset.nf} files skipped, they could not be decoded: "
-              f"{names_shown}")
-        if not seen:
-            raise UserError(f"--source {printable(source)}: none of its {len(skipped)} files could be decoded "
-                            f"({', '.join(printable(Path(f).name) for f in skipped[:3])}); check that they are "
-                            "intact images or videos")
+    if not skipped:
+        return
+    names_shown = ", ".join(printable(Path(f).name) for f in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+    LOGGER.warning(f"WARNING: {len(skipped)} of {dataset.nf} files skipped, they could not be decoded: "
+                   f"{names_shown}")
+    if not seen:
+        raise UserError(f"--source {printable(source)}: none of its {len(skipped)} files could be decoded "
+                        f"({', '.join(printable(Path(f).name) for f in skipped[:3])}); check that they are "
+                        "intact images or videos")
+
+
+def log_summary(dt, seen, imgsz, save_dir, opt):
+    """Mean milliseconds per image of each stage, and where the results went."""
     t = tuple(x / max(seen, 1) * 1e3 for x in dt)
-    print(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape {(1, 3, *imgsz)}" % t)
-    if save_txt or save_img:
+    LOGGER.info(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape {(1, 3, *imgsz)}" % t)
+    if opt.save_txt or opt.save_img:
         n_labels = len(list(save_dir.glob("labels/*.txt")))
-        extra = f"\n{n_labels} labels saved to {save_dir / 'labels'}" if save_txt else ""
-        print(printable(f"Results saved to {save_dir}{extra}"))
-    if update:
-        from utils.checkpoint import strip_optimizer
-        for w in weight_files:
-            strip_optimizer(w)
-    return save_dir
+        extra = f"\n{n_labels} labels saved to {save_dir / 'labels'}" if opt.save_txt else ""
+        LOGGER.info(printable(f"Results saved to {save_dir}{extra}"))

@@ -14,6 +14,7 @@ import contextlib
 import inspect
 import io
 import json
+import logging
 import time
 import warnings
 from pathlib import Path
@@ -21,11 +22,14 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from utils.cli import set_logging
 from utils.errors import UserError
 from utils.image_size import check_img_size
 from utils.model_files import find_weights
 from utils.printable import printable
+from utils.upstream_call import upstream_positions
 
+LOGGER = logging.getLogger("yolov5")
 SUPPORTED_FORMATS = ("torchscript", "onnx")
 UPSTREAM_ONLY_FORMATS = ("coreml", "saved_model", "pb", "tflite", "tfjs")
 
@@ -101,7 +105,7 @@ def quiet_tracing():
 
 def export_torchscript(wrapper, im, file, meta, optimize=False, prefix="TorchScript:"):
     """torch.jit.trace -> <stem>.torchscript.pt with config.txt (shape, stride, names) embedded."""
-    print(f"\n{prefix} starting export with torch {torch.__version__}...")
+    LOGGER.info(f"\n{prefix} starting export with torch {torch.__version__}...")
     f = Path(file).with_suffix(".torchscript.pt")
     with quiet_tracing():
         ts = torch.jit.trace(wrapper, im, strict=False)
@@ -116,7 +120,7 @@ def export_torchscript(wrapper, im, file, meta, optimize=False, prefix="TorchScr
         torch.jit.save(ts, buffer, _extra_files=extra)
         data = buffer.getvalue()
     f.write_bytes(data)
-    print(f"{prefix} export success, saved as {printable(f)} ({file_size_mb(f):.1f} MB)")
+    LOGGER.info(f"{prefix} export success, saved as {printable(f)} ({file_size_mb(f):.1f} MB)")
     return f
 
 
@@ -124,31 +128,31 @@ def simplify_onnx(model_onnx, prefix="ONNX:"):
     """onnxslim (preferred) or onnxsim when installed; otherwise warn and return the model unchanged."""
     try:
         import onnxslim
-        print(f"{prefix} simplifying with onnxslim {getattr(onnxslim, '__version__', '')}...")
+        LOGGER.info(f"{prefix} simplifying with onnxslim {getattr(onnxslim, '__version__', '')}...")
         return onnxslim.slim(model_onnx)
     except ImportError:
         pass
     try:
         import onnxsim
     except ImportError:
-        print(f"WARNING: {prefix} --simplify: neither onnxslim nor onnxsim is installed "
+        LOGGER.warning(f"WARNING: {prefix} --simplify: neither onnxslim nor onnxsim is installed "
               "(pip install onnxslim); the ONNX model is saved unsimplified")
         return model_onnx
-    print(f"{prefix} simplifying with onnxsim {getattr(onnxsim, '__version__', '')}...")
+    LOGGER.info(f"{prefix} simplifying with onnxsim {getattr(onnxsim, '__version__', '')}...")
     simplified, ok = onnxsim.simplify(model_onnx)
     if not ok:
-        print(f"WARNING: {prefix} onnxsim could not validate the simplified model; keeping the original")
+        LOGGER.warning(f"WARNING: {prefix} onnxsim could not validate the simplified model; keeping the original")
         return model_onnx
     return simplified
 
 
-def export_onnx(wrapper, im, file, meta, opset=13, train=False, dynamic=False, simplify=False, prefix="ONNX:"):
+def export_onnx(wrapper, im, file, meta, *, opset=13, train=False, dynamic=False, simplify=False, prefix="ONNX:"):
     """torch.onnx.export (TorchScript-based exporter) -> <stem>.onnx, checked with onnx.checker."""
     try:
         import onnx
     except ImportError:
         raise UserError("ONNX export needs the onnx package: pip install -r requirements-export.txt") from None
-    print(f"\n{prefix} starting export with onnx {onnx.__version__} (opset {opset})...")
+    LOGGER.info(f"\n{prefix} starting export with onnx {onnx.__version__} (opset {opset})...")
     f = Path(file).with_suffix(".onnx")
     n_out = wrapper.model.model[-1].nl if train else 1
     output_names = ["output"] + [f"output{i}" for i in range(1, n_out)]
@@ -174,20 +178,58 @@ def export_onnx(wrapper, im, file, meta, opset=13, train=False, dynamic=False, s
         prop = model_onnx.metadata_props.add()
         prop.key, prop.value = key, str(meta[key])
     onnx.save(model_onnx, str(f))
-    print(f"{prefix} export success, saved as {printable(f)} ({file_size_mb(f):.1f} MB)")
+    LOGGER.info(f"{prefix} export success, saved as {printable(f)} ({file_size_mb(f):.1f} MB)")
     return f
 
 
-@torch.no_grad()
-def run(weights="yolov5s.pt", imgsz=(640, 640), batch_size=1, device="cpu", include=("torchscript", "onnx"),
-        half=False, inplace=False, train=False, optimize=False, dynamic=False, simplify=False, opset=13):
-    """Export `weights` to the formats in `include`; returns the list of written files."""
-    from models.experimental import attempt_load
-    from utils.devices import select_device
+# export.run's parameters in v6.0's positional order. data, int8 and the topk/threshold options
+# only concern the TensorFlow/CoreML exports, which are not offered here: accepted and ignored.
+UPSTREAM_ORDER = ("data", "weights", "imgsz", "batch_size", "device", "include", "half", "inplace", "train",
+                  "optimize", "int8", "dynamic", "simplify", "opset", "topk_per_class", "topk_all", "iou_thres",
+                  "conf_thres")
+TF_ONLY_OPTIONS = ("data", "int8", "topk_per_class", "topk_all", "iou_thres", "conf_thres")
 
+
+def warn_tf_only(options):
+    """Warn about the TensorFlow/CoreML-only options given (not None or False) in dict `options`."""
+    ignored = [k for k in TF_ONLY_OPTIONS if options.get(k) not in (None, False)]
+    if ignored:
+        LOGGER.warning(f"WARNING: {', '.join('--' + k.replace('_', '-') for k in ignored)} only apply to "
+                       "TensorFlow/CoreML exports, which are not offered here; ignored")
+
+
+@torch.no_grad()
+@upstream_positions(*UPSTREAM_ORDER)
+def run(*, weights="yolov5s.pt", imgsz=(640, 640), batch_size=1, device="cpu", include=("torchscript", "onnx"),
+        half=False, inplace=False, train=False, optimize=False, dynamic=False, simplify=False, opset=13,
+        data=None, int8=False, topk_per_class=None, topk_all=None, iou_thres=None, conf_thres=None):
+    """Export `weights` to the formats in `include`; returns the list of written files."""
     t = time.time()
+    if not LOGGER.hasHandlers():  # unless the caller configured logging, show what export.py shows
+        set_logging()
+    warn_tf_only(dict(data=data, int8=int8, topk_per_class=topk_per_class, topk_all=topk_all,
+                      iou_thres=iou_thres, conf_thres=conf_thres))
     formats = check_formats(include)
     file = Path(find_weights(weights))
+    dev = check_export_options(batch_size, device, half=half, optimize=optimize, dynamic=dynamic)
+    wrapper, im, meta = load_for_export(file, dev, imgsz, batch_size=batch_size, half=half, inplace=inplace,
+                                        dynamic=dynamic, train=train)
+    outputs = []
+    if "torchscript" in formats:
+        outputs.append(export_torchscript(wrapper, im, file, meta, optimize=optimize))
+    if "onnx" in formats:
+        outputs.append(export_onnx(wrapper, im, file, meta, opset=opset, train=train, dynamic=dynamic,
+                                   simplify=simplify))
+    LOGGER.info(f"\nExport complete ({time.time() - t:.2f}s)\nResults saved to {printable(file.parent.resolve())}")
+    if "onnx" in formats:
+        LOGGER.info("ONNX models deploy with Cambricon MagicMind (its ONNX parser) and NVIDIA TensorRT")
+    return outputs
+
+
+def check_export_options(batch_size, device, *, half, optimize, dynamic):
+    """The selected device, once the option combinations that cannot export are refused (UserError)."""
+    from utils.devices import select_device
+
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: must be at least 1")
     dev = select_device(device)
@@ -197,6 +239,13 @@ def run(weights="yolov5s.pt", imgsz=(640, 640), batch_size=1, device="cpu", incl
         raise UserError("--optimize (TorchScript for mobile) runs on CPU: use --device cpu")
     if half and dynamic:
         raise UserError("--half and --dynamic cannot be combined (ONNX FP16 dynamic shapes are not supported)")
+    return dev
+
+
+def load_for_export(file, dev, imgsz, *, batch_size, half, inplace, dynamic, train):
+    """The fused model prepared for tracing, a zero input of the export shape and the metadata;
+    two dry runs build the grids and catch shape errors before tracing."""
+    from models.experimental import attempt_load
 
     model = attempt_load(str(file), map_location=dev.torch_device, inplace=True, fuse=True)
     imgsz = list(imgsz) * 2 if len(imgsz) == 1 else list(imgsz)
@@ -207,18 +256,8 @@ def run(weights="yolov5s.pt", imgsz=(640, 640), batch_size=1, device="cpu", incl
         im, model = im.half(), model.half()
     wrapper = prepare_for_export(model, inplace=inplace, dynamic=dynamic, train=train)
     for _ in range(2):
-        y = wrapper(im)  # dry runs: build grids, catch shape errors before tracing
+        y = wrapper(im)
     meta = metadata(model, im)
     shape = tuple(y[0].shape)
-    print(f"\nPyTorch: starting from {printable(file)} ({file_size_mb(file):.1f} MB), output shape {shape}")
-
-    outputs = []
-    if "torchscript" in formats:
-        outputs.append(export_torchscript(wrapper, im, file, meta, optimize=optimize))
-    if "onnx" in formats:
-        outputs.append(export_onnx(wrapper, im, file, meta, opset=opset, train=train, dynamic=dynamic,
-                                   simplify=simplify))
-    print(f"\nExport complete ({time.time() - t:.2f}s)\nResults saved to {printable(file.parent.resolve())}")
-    if "onnx" in formats:
-        print("ONNX models deploy with Cambricon MagicMind (its ONNX parser) and NVIDIA TensorRT")
-    return outputs
+    LOGGER.info(f"\nPyTorch: starting from {printable(file)} ({file_size_mb(file):.1f} MB), output shape {shape}")
+    return wrapper, im, meta

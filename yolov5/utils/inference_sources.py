@@ -9,6 +9,7 @@ warning and listed in `skipped`.
 from __future__ import annotations
 
 import glob
+import logging
 import os
 from pathlib import Path
 
@@ -18,6 +19,8 @@ import numpy as np
 from utils.augmentations import letterbox
 from utils.errors import UserError
 from utils.image_files import IMG_FORMATS, VID_FORMATS, decode_image, has_suffix, open_video, printable
+
+LOGGER = logging.getLogger("yolov5")
 
 
 class LoadImages:
@@ -62,8 +65,8 @@ class LoadImages:
                 return self._item(path, img0, f"image {self.count}/{self.nf} {printable(path)}: ")
             # one unreadable file must not end a run over a whole folder: warn, skip, count it
             self.skipped.append(path)
-            print(f"WARNING: image {self.count}/{self.nf} {printable(path)}: cannot decode it (empty, damaged or "
-                  f"not an image); skipped")
+            LOGGER.warning(f"WARNING: image {self.count}/{self.nf} {printable(path)}: cannot decode it (empty, "
+                           f"damaged or not an image); skipped")
         if self.count == self.nf:
             raise StopIteration
         path = self.files[self.count]
@@ -72,8 +75,8 @@ class LoadImages:
         while not ok:  # this video is finished: move on to the next one
             if self.frame == 0:  # not one frame: not openable or not a video; say so instead of passing silently
                 self.skipped.append(path)
-                print(f"WARNING: video {self.count + 1}/{self.nf} {printable(path)}: cannot open or decode it "
-                      "(damaged or not a video); skipped")
+                LOGGER.warning(f"WARNING: video {self.count + 1}/{self.nf} {printable(path)}: cannot open or decode "
+                               "it (damaged or not a video); skipped")
             self.count += 1
             self.cap.release()
             if self.count == self.nf:

@@ -8,6 +8,7 @@ thread stops (stream ended or closed).
 """
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -20,6 +21,7 @@ from utils.augmentations import letterbox
 from utils.errors import UserError
 from utils.image_files import open_video, printable
 
+LOGGER = logging.getLogger("yolov5")
 DEFAULT_FPS = 30.0  # used when a stream does not report its frame rate
 STREAM_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://")
 
@@ -72,17 +74,17 @@ class LoadStreams:
                 raise UserError(f"--source: stream {printable(s)} opened but returned no frame")
             self.caps[i] = cap
             self.threads[i] = threading.Thread(target=self._update, args=(i, s), daemon=True)
-            print(f"{i + 1}/{n}: {printable(s)}... success ({self.frames[i]} frames {w}x{h} at "
-                  f"{self.fps[i]:.2f} FPS)")
+            LOGGER.info(f"{i + 1}/{n}: {printable(s)}... success ({self.frames[i]} frames {w}x{h} at "
+                        f"{self.fps[i]:.2f} FPS)")
             self.threads[i].start()
-        print("")
+        LOGGER.info("")
         shapes = {letterbox(x, img_size, stride=stride, auto=auto)[0].shape for x in self.imgs}
         # One batch needs one shape: the minimum-rectangle padding only when every source agrees.
         self.rect = len(shapes) == 1
         self.auto = auto and self.rect
         if not self.rect:
-            print("WARNING: streams differ in shape; padding all to the full --imgsz. For best "
-                  "performance give streams of one shape.")
+            LOGGER.warning("WARNING: streams differ in shape; padding all to the full --imgsz. For best "
+                           "performance give streams of one shape.")
 
     def _update(self, i, source):
         """Reader thread: keep imgs[i] at the newest frame until the stream ends or we are closed."""
@@ -91,7 +93,7 @@ class LoadStreams:
             n += 1
             if not cap.grab():
                 if math.isinf(self.frames[i]):  # live feed hiccup: blank frame, try to reconnect
-                    print(f"WARNING: stream {printable(source)} unresponsive, reconnecting")
+                    LOGGER.warning(f"WARNING: stream {printable(source)} unresponsive, reconnecting")
                     self.imgs[i] = np.zeros_like(self.imgs[i])
                     cap.open(int(source) if source.isnumeric() else source)
                     continue
