@@ -277,3 +277,29 @@ def test_cutout_paints_grey_patches_and_drops_hidden_labels():
     assert painted.any() and im[painted].min() >= 64 and im[painted].max() <= 191
     assert 0 in kept[:, 0]  # the big box is never 60% hidden by one patch
     assert np.array_equal(cutout(im.copy(), labels, p=0.0), labels)
+
+
+def test_random_perspective_v6_positional_order():
+    """v6.0 order: im, targets, segments, degrees, translate, scale, shear, perspective, border."""
+    im = np.full((128, 160, 3), 50, np.uint8)
+    im[64, 80] = 255  # the centre pixel
+    targets = np.array([[3, 10, 15, 60, 45], [1, 75, 20, 95, 100]], float)
+    # no warp, border (-16, -32): a centred 96 x 96 crop, labels shifted by (-32, -16) and clipped
+    out, new = random_perspective(im, targets.copy(), (), 0, 0.0, 0.0, 0, 0.0, (-16, -32))
+    assert out.shape == (96, 96, 3) and np.argwhere(out[..., 0] == 255).tolist() == [[48, 48]]
+    assert new.tolist() == [[3, 0, 0, 28, 29], [1, 43, 4, 63, 84]]
+    triangle = np.array([[80, 30], [90, 30], [85, 60]], float)  # boxes come from the segments when given
+    segments = [np.array([[10, 15], [60, 15], [60, 45], [10, 45]], float), triangle]
+    _, new = random_perspective(im, targets.copy(), segments, 0, 0.0, 0.0, 0, 0.0, (-16, -32))
+    assert new[1].tolist() == [1, 48, 14, 58, 44]
+    # each warp option in its v6.0 position does what the same keyword does
+    names = ("degrees", "translate", "scale", "shear", "perspective")
+    for i, value in enumerate((30, 0.2, 0.5, 10, 0.001)):
+        options = [0, 0.0, 0.0, 0, 0.0]
+        options[i] = value
+        random.seed(i)
+        by_position = random_perspective(im, targets.copy(), (), *options, (0, 0))
+        random.seed(i)
+        by_name = random_perspective(im, targets.copy(), **dict(zip(names, options)), border=(0, 0))
+        assert np.array_equal(by_position[0], by_name[0]) and np.array_equal(by_position[1], by_name[1])
+        assert not np.array_equal(by_position[0], im), names[i]  # the option took effect

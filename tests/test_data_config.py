@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from utils.cli import set_logging
 from utils.data_config import DATA_DIR, load_data_config, resolve_data_file
 from utils.errors import UserError
 
@@ -76,6 +77,7 @@ def test_missing_and_invalid_files(tmp_path):
 
 
 def test_download_key_ignored_with_hint(tmp_path, capsys):
+    set_logging()  # the note goes through the yolov5 logger; its handler prints on stdout
     (tmp_path / "im").mkdir()
     f = write_yaml(tmp_path / "d.yaml", {"train": "im", "val": "im", "nc": 1, "download": "https://x/y.zip"})
     d = load_data_config(str(f))

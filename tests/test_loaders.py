@@ -177,3 +177,32 @@ def test_load_images_for_detect(tmp_path, real_images_dir):
     empty.mkdir()
     with pytest.raises(UserError, match="no images or videos"):
         LoadImages(str(empty))
+
+
+def test_v6_positional_order(images, hyp, tmp_path):
+    """Scripts written for v6.0 pass every option by position, in v6.0's order."""
+    from utils.datasets import LoadImagesAndLabels
+    # path, imgsz, batch_size, stride, single_cls, hyp, augment, cache, pad, rect, rank, workers,
+    # image_weights, quad, prefix
+    loader, ds = create_dataloader(str(images), 64, 4, 32, True, hyp, False, False, 0.5, True, -1, 0, False, False,
+                                   "val: ")
+    assert type(loader) is InfiniteDataLoader and loader.num_workers == 0 and len(loader) == 3
+    assert ds.rect and not ds.augment and ds.hyp is hyp and ds.stride == 32
+    assert all((lb[:, 0] == 0).all() for lb in ds.labels)
+    assert sum(len(lb) for lb in ds.labels) == 53  # the rows of the 10 label files
+    assert ds.batch_shapes.tolist() == [[64, 96], [64, 96], [96, 96]]  # pad 0.5: ceil(2 * h/w + 0.5) * 32
+    assert loader.collate_fn == LoadImagesAndLabels.collate_fn
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "a.jpg").write_bytes(b"")
+    with pytest.raises(UserError, match="^val: no usable images .* 1 checked, 1 corrupt"):
+        create_dataloader(str(tmp_path / "bad"), 64, 4, 32, False, None, False, False, 0.0, False, -1, 0, False,
+                          False, "val: ")
+    # path, img_size, batch_size, augment, hyp, rect, image_weights, cache_images, single_cls, stride, pad, prefix
+    ds = LoadImagesAndLabels(str(images), 64, 4, True, hyp, True, True, "ram", False, 64, 0.0, "train: ")
+    assert ds.augment and ds.hyp is hyp and ds.image_weights and not ds.rect and ds.stride == 64
+    assert all(im is not None for im in ds.imgs) and max(ds.imgs[0].shape[:2]) == 64
+    assert {int(c) for lb in ds.labels for c in lb[:, 0]} > {0}  # classes kept (single_cls False)
+    ds = LoadImagesAndLabels(str(images), 64, 4, False, None, True, False, False, False, 32, 1.0)
+    assert ds.batch_shapes.tolist() == [[96, 96]] * 3  # pad 1.0: ceil(2 * h/w + 1) * 32 (pad 0.0: 64)
+    with pytest.raises(TypeError, match="multiple values for argument 'img_size'"):
+        LoadImagesAndLabels(str(images), 64, img_size=32)

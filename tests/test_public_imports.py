@@ -44,7 +44,9 @@ def test_datasets_reexports_are_the_real_objects():
 
 
 def test_check_img_size_rounds_up_with_warning(capsys):
+    from utils.cli import set_logging
     from utils.general import check_img_size
+    set_logging()  # the warning goes through the yolov5 logger; its handler prints on stdout
     assert check_img_size(641, 32) == 672
     assert "must be multiple of max stride 32" in capsys.readouterr().out
     assert check_img_size(640, 32) == 640

@@ -130,6 +130,25 @@ def run_hyp_file(opt):
     return str(saved) if opt.resume and not opt.evolve and saved.is_file() else opt.hyp
 
 
+def start_devices(opt):
+    """The training device(s); under torchrun the options are checked and the process group joined."""
+    from utils.devices import select_device
+
+    device = select_device(opt.device, batch_size=opt.batch_size if opt.batch_size != -1 else None)
+    if opt.batch_size == -1 and (device.world_size > 1 or len(device.indices) > 1):
+        raise UserError("--batch-size -1 (AutoBatch) works with one device; with several, give the total "
+                        "batch size (a multiple of the device count)")
+    if device.world_size > 1:
+        if opt.image_weights or opt.evolve:
+            raise UserError("--image-weights and --evolve are not supported with several processes (torchrun)")
+        if opt.batch_size % device.world_size:
+            raise UserError(f"--batch-size {opt.batch_size} must be a multiple of the {device.world_size} processes")
+        from utils.ddp_failures import collective_timeout
+        device.init_distributed(timeout_s=collective_timeout())
+        opt.save_dir = rank0_value(opt.save_dir)  # each rank numbered exp{N} itself: use rank 0's
+    return device
+
+
 @exit_on_user_error
 def main(argv=None, callbacks=None):
     opt = parse_opt(argv)
@@ -144,21 +163,9 @@ def main(argv=None, callbacks=None):
     print_args("train", opt)
     warn_unused(opt, log=LOGGER.warning)
 
-    from utils.devices import select_device
     from utils.train_setup import load_hyp
 
-    device = select_device(opt.device, batch_size=opt.batch_size if opt.batch_size != -1 else None)
-    if opt.batch_size == -1 and (device.world_size > 1 or len(device.indices) > 1):
-        raise UserError("--batch-size -1 (AutoBatch) works with one device; with several, give the total "
-                        "batch size (a multiple of the device count)")
-    if device.world_size > 1:
-        if opt.image_weights or opt.evolve:
-            raise UserError("--image-weights and --evolve are not supported with several processes (torchrun)")
-        if opt.batch_size % device.world_size:
-            raise UserError(f"--batch-size {opt.batch_size} must be a multiple of the {device.world_size} processes")
-        from utils.ddp_failures import collective_timeout
-        device.init_distributed(timeout_s=collective_timeout())
-        opt.save_dir = rank0_value(opt.save_dir)  # each rank numbered exp{N} itself: use rank 0's
+    device = start_devices(opt)
     hyp = load_hyp(run_hyp_file(opt))
     print_args("hyperparameters", hyp)
     try:

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from utils.boxes import resample_segments, segment2box
+from utils.upstream_call import upstream_positions
 
 LOGGER = logging.getLogger("yolov5")
 PAD_VALUE = 114  # grey used for every border and empty area, as upstream
@@ -213,7 +214,8 @@ def transform_labels(targets, M, s, width, height, segments=()):
     return targets
 
 
-def random_perspective(im, targets=(), segments=(), degrees=10, translate=.1, scale=.1, shear=10,
+@upstream_positions("im", "targets", "segments", "degrees", "translate", "scale", "shear", "perspective", "border")
+def random_perspective(im, targets=(), segments=(), *, degrees=10, translate=.1, scale=.1, shear=10,
                        perspective=0.0, border=(0, 0)):
     """Random rotation / scale / shear / translation / perspective of an image and its labels (v6.0).
 

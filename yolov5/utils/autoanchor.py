@@ -130,8 +130,6 @@ def kmean_anchors(dataset, n=9, img_size=640, thr=4.0, gen=1000, verbose=True, s
     sigma 0.1, factors clipped to [0.3, 3], anchors kept >= 2 px) keeping improvements of
     fitness = mean over labels of the best ratio where it passes 1/thr.
     """
-    from scipy.cluster.vq import kmeans
-
     rng = np.random.default_rng(seed)
     min_ratio = 1 / thr
     wh0 = label_wh(dataset, img_size).astype(np.float32)
@@ -145,6 +143,21 @@ def kmean_anchors(dataset, n=9, img_size=640, thr=4.0, gen=1000, verbose=True, s
     def fitness(k):
         best = _ratio_fit(k, wh).max(1)
         return float((best * (best > min_ratio)).mean())
+
+    k = _evolve_anchors(_initial_anchors(wh, n, rng), fitness, gen, rng, verbose)
+    k = k[np.argsort(k.prod(1))]
+    x = _ratio_fit(k, wh0)
+    best = x.max(1)
+    LOGGER.info(f"{PREFIX}thr={min_ratio:.2f}: {(best > min_ratio).mean():.4f} best possible recall, "
+                f"{(x > min_ratio).mean() * n:.2f} anchors past thr")
+    LOGGER.info(f"{PREFIX}n={n}, img_size={img_size}, metric_all={x.mean():.3f}/{best.mean():.3f}-mean/best, "
+                f"anchors: " + ", ".join(f"{round(w)},{round(h)}" for w, h in k))
+    return k
+
+
+def _initial_anchors(wh, n, rng):
+    """k-means centres of the whitened sizes (or the distinct sizes when fewer than n), >= 2 px."""
+    from scipy.cluster.vq import kmeans
 
     if len(wh) >= n:
         LOGGER.info(f"{PREFIX}running kmeans for {n} anchors on {len(wh)} points...")
@@ -162,8 +175,11 @@ def kmean_anchors(dataset, n=9, img_size=640, thr=4.0, gen=1000, verbose=True, s
                        f"filling up with jittered copies")
         extra = k[rng.integers(len(k), size=n - len(k))] * rng.uniform(0.8, 1.25, size=(n - len(k), 2))
         k = np.concatenate([k, extra])
-    k = k.clip(min=2.0).astype(np.float32)  # the same 2 px floor the mutations respect
+    return k.clip(min=2.0).astype(np.float32)  # the same 2 px floor the mutations respect
 
+
+def _evolve_anchors(k, fitness, gen, rng, verbose):
+    """`gen` generations of random multiplicative mutations; a mutant replaces k when it is fitter."""
     f, mutate_p, sigma = fitness(k), 0.9, 0.1
     for g in range(gen):
         v = np.ones(k.shape)
@@ -176,12 +192,4 @@ def kmean_anchors(dataset, n=9, img_size=640, thr=4.0, gen=1000, verbose=True, s
             f, k = fg, candidate
             if verbose:
                 LOGGER.info(f"{PREFIX}generation {g + 1}/{gen}: fitness {f:.4f}")
-
-    k = k[np.argsort(k.prod(1))]
-    x = _ratio_fit(k, wh0)
-    best = x.max(1)
-    LOGGER.info(f"{PREFIX}thr={min_ratio:.2f}: {(best > min_ratio).mean():.4f} best possible recall, "
-                f"{(x > min_ratio).mean() * n:.2f} anchors past thr")
-    LOGGER.info(f"{PREFIX}n={n}, img_size={img_size}, metric_all={x.mean():.3f}/{best.mean():.3f}-mean/best, "
-                f"anchors: " + ", ".join(f"{round(w)},{round(h)}" for w, h in k))
     return k

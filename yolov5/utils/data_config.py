@@ -12,12 +12,15 @@ candidate wins; if none exists, the yaml-relative one is kept so the error names
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import yaml
 
 from utils.errors import UserError
+
+LOGGER = logging.getLogger("yolov5")
 
 YOLO_ROOT = Path(__file__).resolve().parents[1]  # .../yolov5
 PROJECT_ROOT = YOLO_ROOT.parent
@@ -117,7 +120,7 @@ def load_data_config(data, require=("train", "val"), check_exists=True) -> dict:
         raise UserError(f"{file}: expected a mapping with keys path/train/val/nc/names")
     d = dict(d)
     if d.pop("download", None) is not None:
-        print(f"{file}: the 'download' key is ignored; fetch datasets with prepare.sh")
+        LOGGER.info(f"{file}: the 'download' key is ignored; fetch datasets with prepare.sh")
     root = d.get("path") or ""
     if not isinstance(root, (str, os.PathLike)):
         raise UserError(f"{file}: key 'path' must be a folder path, got {root!r}")

@@ -23,6 +23,7 @@ from utils.image_cache import (check_ram, fill_disk_cache, fill_ram_cache, load_
 from utils.image_files import img2label_paths, list_files, printable
 from utils.label_cache import scan_labels
 from utils.sample_plan import flip_labels, normalised_labels, plan_finish, plan_geometry, render_geometry
+from utils.upstream_call import upstream_positions
 
 
 AUGMENT_HYP_KEYS = ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective",
@@ -62,7 +63,9 @@ def find_label_line(label_file: str, nc: int):
 class LoadImagesAndLabels(Dataset):
     """Images + YOLO labels of one split, with v6.0 augmentation, rect batches and caching."""
 
-    def __init__(self, path, img_size=640, batch_size=16, augment=False, hyp=None, rect=False,
+    @upstream_positions("self", "path", "img_size", "batch_size", "augment", "hyp", "rect", "image_weights",
+                        "cache_images", "single_cls", "stride", "pad", "prefix")
+    def __init__(self, path, img_size=640, batch_size=16, *, augment=False, hyp=None, rect=False,
                  image_weights=False, cache_images=False, single_cls=False, stride=32, pad=0.0,
                  prefix="", nc=None, augment_device=False):
         self.img_size, self.augment, self.hyp = img_size, augment, hyp
@@ -71,8 +74,21 @@ class LoadImagesAndLabels(Dataset):
         self.mosaic = self.augment and not self.rect
         self.mosaic_border = [-img_size // 2, -img_size // 2]
         self.stride, self.path = stride, path
-        if augment:
-            missing = [k for k in AUGMENT_HYP_KEYS if k not in (hyp or {})]
+        self._check_options(cache_images, augment_device)
+        self.albumentations = Albumentations() if augment and not self.augment_device else None
+        self._load_labels(prefix, nc, single_cls)
+        n = self.n = len(self.img_files)
+        self.indices = range(n)
+        self.batch = np.arange(n) // batch_size
+        if self.rect:
+            self._sort_by_aspect_ratio(batch_size, pad)
+        self.read_paths = [self.repaired.get(f, f) for f in self.img_files]
+        self._cache_images(cache_images, prefix)
+
+    def _check_options(self, cache_images, augment_device):
+        """UserError for augmentation without its hyperparameters or an unknown --cache value."""
+        if self.augment:
+            missing = [k for k in AUGMENT_HYP_KEYS if k not in (self.hyp or {})]
             if missing:
                 raise UserError(f"hyperparameters are missing augmentation keys {', '.join(missing)}; "
                                 f"add them to the --hyp yaml (see data/hyps/hyp.scratch.yaml)")
@@ -80,16 +96,18 @@ class LoadImagesAndLabels(Dataset):
             raise UserError(f"--cache {cache_images!r}: use 'ram' or 'disk' (or leave it out)")
         self.augment_device = bool(augment_device)
         if self.augment_device:
-            check_device_augment(augment, self.rect, hyp)
-        self.albumentations = Albumentations() if augment and not self.augment_device else None
+            check_device_augment(self.augment, self.rect, self.hyp)
 
+    def _load_labels(self, prefix, nc, single_cls):
+        """Verified images and their labels (utils/label_cache.py); UserError when none are usable."""
+        path = self.path
         files = list_files(path)
         scan = scan_labels(path, files, img2label_paths(files), prefix=prefix)
         self.scan = scan
         if not scan.im_files:
             raise UserError(f"{prefix}no usable images in {printable(path)}: {scan.total} checked, "
                             f"{scan.corrupt} corrupt (see the warnings above); fix or remove them")
-        if augment and scan.found == 0:
+        if self.augment and scan.found == 0:
             raise UserError(f"{prefix}no label files found for {printable(path)} (looked in "
                             f"{printable(scan.cache_file or 'labels/')}); cannot train without labels")
         self.img_files = list(scan.im_files)
@@ -103,24 +121,25 @@ class LoadImagesAndLabels(Dataset):
         if single_cls:
             for x in self.labels:
                 x[:, 0] = 0
-        n = self.n = len(self.img_files)
-        self.indices = range(n)
-        self.batch = np.arange(n) // batch_size
-        if self.rect:
-            order = (self.shapes[:, 1] / self.shapes[:, 0]).argsort()
-            for name in ("img_files", "label_files", "labels", "segments"):
-                seq = getattr(self, name)
-                setattr(self, name, [seq[i] for i in order])
-            self.shapes = self.shapes[order]
-            self.batch, self.batch_shapes = rect_batch_shapes(self.shapes, batch_size, img_size, stride, pad)
-        self.read_paths = [self.repaired.get(f, f) for f in self.img_files]
 
+    def _sort_by_aspect_ratio(self, batch_size, pad):
+        """--rect: images sorted by h/w so each batch gets one padded shape close to its images'."""
+        order = (self.shapes[:, 1] / self.shapes[:, 0]).argsort()
+        for name in ("img_files", "label_files", "labels", "segments"):
+            seq = getattr(self, name)
+            setattr(self, name, [seq[i] for i in order])
+        self.shapes = self.shapes[order]
+        self.batch, self.batch_shapes = rect_batch_shapes(self.shapes, batch_size, self.img_size, self.stride, pad)
+
+    def _cache_images(self, cache_images, prefix):
+        """--cache ram / disk: resized images kept in memory, or decoded ones written as .npy files."""
+        n = self.n
         self.imgs, self.img_hw0, self.img_hw = [None] * n, [None] * n, [None] * n
         self.npy_files = [None] * n
         if cache_images == "disk":
             self.npy_files = fill_disk_cache(self.read_paths, self.shapes, prefix)
         elif cache_images:  # 'ram' or True
-            nbytes = ram_bytes_needed(self.shapes, img_size)
+            nbytes = ram_bytes_needed(self.shapes, self.img_size)
             check_ram(nbytes, prefix)
             for i, (im, hw0, hw) in enumerate(fill_ram_cache(self.load_image, n, nbytes, prefix)):
                 self.imgs[i], self.img_hw0[i], self.img_hw[i] = im, hw0, hw

@@ -39,8 +39,8 @@ def augment_batch(batch: AugmentBatch, device, chunk: int = 8, non_blocking: boo
         b = min(a + chunk, n)
         sel = slice(a, b)
         groups = [range(0, min(4, slots))] + ([range(4, slots)] if slots > 4 else [])
-        outs = [_render(pixels, offset[sel], size[sel], inv[sel], active[sel], host_active[sel], g, u, v)
-                for g in groups]
+        outs = [_render(pixels, g, u, v, offset=offset[sel], size=size[sel], inv=inv[sel], active=active[sel],
+                        host_active=host_active[sel]) for g in groups]
         img = outs[0]
         if len(outs) > 1:
             r = mix[sel].view(-1, 1, 1, 1)
@@ -55,7 +55,7 @@ def augment_batch(batch: AugmentBatch, device, chunk: int = 8, non_blocking: boo
     return torch.cat(parts, 0).contiguous()
 
 
-def _render(pixels, offset, size, inv, active, host_active, tiles, u, v):
+def _render(pixels, tiles, u, v, *, offset, size, inv, active, host_active):
     """Tiles `tiles` of each sample warped into (b, H, W, 3) float images (integer values)."""
     b = offset.shape[0]
     out = torch.full((b, *u.shape, 3), PAD, device=u.device)

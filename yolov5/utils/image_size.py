@@ -1,7 +1,10 @@
 """Image sizes the network accepts: multiples of its largest stride."""
+import logging
 import math
 
 from utils.errors import UserError
+
+LOGGER = logging.getLogger("yolov5")
 
 
 def make_divisible(x, divisor):
@@ -20,5 +23,5 @@ def check_img_size(imgsz, s=32, floor=0):
             raise UserError(f"--imgsz {imgsz}: image sizes must be positive")
         new_size = [max(make_divisible(int(x), int(s)), floor) for x in imgsz]
     if new_size != imgsz:
-        print(f"WARNING: --img-size {imgsz} must be multiple of max stride {s}, updating to {new_size}")
+        LOGGER.warning(f"WARNING: --img-size {imgsz} must be multiple of max stride {s}, updating to {new_size}")
     return new_size

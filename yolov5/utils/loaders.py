@@ -20,6 +20,7 @@
 """
 from __future__ import annotations
 
+import logging
 import os
 import random
 
@@ -32,8 +33,10 @@ from utils.augment_pack import collate_device
 from utils.detection_dataset import LoadImagesAndLabels
 from utils.errors import UserError
 from utils.seeds import epoch_seed
+from utils.upstream_call import upstream_positions
 from utils.worker_signals import shield_from_group_signals
 
+LOGGER = logging.getLogger("yolov5")
 DEFAULT_SEED = 0
 
 
@@ -116,7 +119,9 @@ def worker_count(batch_size: int, workers: int, world_size: int = 1) -> int:
     return min((os.cpu_count() or 1) // max(world_size, 1), batch_size if batch_size > 1 else 0, workers)
 
 
-def create_dataloader(path, imgsz, batch_size, stride, single_cls=False, hyp=None, augment=False, cache=False,
+@upstream_positions("path", "imgsz", "batch_size", "stride", "single_cls", "hyp", "augment", "cache", "pad", "rect",
+                    "rank", "workers", "image_weights", "quad", "prefix")
+def create_dataloader(path, imgsz, batch_size, stride, *, single_cls=False, hyp=None, augment=False, cache=False,
                       pad=0.0, rect=False, rank=-1, workers=8, image_weights=False, quad=False, prefix="",
                       shuffle=False, pin_memory=False, seed=DEFAULT_SEED, nc=None, world_size=None,
                       augment_device=False):
@@ -127,7 +132,7 @@ def create_dataloader(path, imgsz, batch_size, stride, single_cls=False, hyp=Non
     if augment_device and quad:
         raise UserError("--augment-device device does not support --quad; use --augment-device cpu")
     if rect and shuffle:
-        print(f"{prefix}WARNING: --rect is incompatible with shuffling; shuffle=False")
+        LOGGER.warning(f"{prefix}WARNING: --rect is incompatible with shuffling; shuffle=False")
         shuffle = False
     dataset = LoadImagesAndLabels(path, imgsz, batch_size, augment=augment, hyp=hyp, rect=rect,
                                   image_weights=image_weights, cache_images=cache, single_cls=single_cls,

@@ -5,6 +5,9 @@ training), so val.py and detect.py without --img use the training size stored in
 TRAIN_IMGSZ_KEY (written by the trainer, kept by strip_optimizer). An explicit size always wins. Checkpoints without the key (upstream releases, older
 runs) keep the upstream default of 640. The key is one extra int; upstream tools ignore it.
 """
+import logging
+
+LOGGER = logging.getLogger("yolov5")
 TRAIN_IMGSZ_KEY = "train_imgsz"
 UPSTREAM_DEFAULT_IMGSZ = 640
 
@@ -31,6 +34,6 @@ def resolve_imgsz(imgsz, model, script):
     trained = getattr(model, "train_imgsz", None)
     if trained is None:
         return UPSTREAM_DEFAULT_IMGSZ
-    print(f"{script}: image size {trained}, the size these weights were trained at (from the checkpoint); "
-          f"--img N sets another")
+    LOGGER.info(f"{script}: image size {trained}, the size these weights were trained at (from the checkpoint); "
+                f"--img N sets another")
     return trained

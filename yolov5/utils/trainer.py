@@ -82,28 +82,53 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up
     def _setup(self):
-        from utils.data_config import load_data_config
-        from utils.loaders import create_dataloader, labels_to_class_weights
-        from utils.train_options import save_options
-        from utils.train_setup import build_model, dataset_classes, freeze_layers
-
-        opt, hyp, dev = self.opt, self.hyp, self.device
+        """Everything before the first epoch; the run directory is made only once the data checked out."""
         self.callbacks.run("on_pretrain_routine_start")
-        self.plots = not opt.evolve and not opt.skip  # --skip: benchmark runs time nothing but training
+        self.plots = not self.opt.evolve and not self.opt.skip  # --skip: benchmark runs time nothing but training
+        self._setup_data()
+        resume = bool(self.opt.resume)
+        ckpt = self._setup_model(resume)
+        self._setup_batch_size()
+        self._setup_optimizer()
+        if resume:
+            self._restore_training(ckpt)
+        self.scheduler.last_epoch = self.start_epoch - 1  # keeps the restored learning rates
+        self._setup_parallel()
+        self._setup_loaders(resume)
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            self.model = DDP(self.model, **self.device.ddp_kwargs())
+        self._setup_loss()
+        self._setup_loop(ckpt if resume else None)
+        self.callbacks.run("on_pretrain_routine_end")
+        LOGGER.info(f"Image sizes {self.imgsz} train, {self.imgsz} val\n"
+                    f"Using {self.train_loader.num_workers} dataloader workers\n"
+                    f"Logging results to {self.save_dir}\nStarting training for {self.epochs} epochs...")
+
+    def _setup_data(self):
+        """Seeds of this rank, the data yaml (read by each node's local rank 0 first) and its classes."""
+        from utils.data_config import load_data_config
+        from utils.train_setup import dataset_classes
+
+        opt, dev = self.opt, self.device
         init_seeds(opt.seed + 1 + self.rank, deterministic=False)
         dev.seed(opt.seed + 1 + self.rank)
         with dev.local_zero_first():
             self.data = self.data or load_data_config(opt.data)
         self.nc, self.names = dataset_classes(self.data, opt.single_cls)
-        resume = bool(opt.resume)
-        model, ckpt = build_model(opt.cfg, opt.weights, self.nc, hyp, resume)
+
+    def _setup_model(self, resume):
+        """The model on the device (frozen layers, memory layout) and the checkpoint it came from."""
+        from utils.train_setup import build_model, freeze_layers
+
+        opt, dev = self.opt, self.device
+        model, ckpt = build_model(opt.cfg, opt.weights, self.nc, self.hyp, resume)
         self.start_epoch, self.best_fitness, self.epochs = 0, 0.0, opt.epochs
         if resume:  # nothing is written before this: a finished run stays untouched
             self.start_epoch = resume_start_epoch(ckpt, opt.weights, self.epochs)
             if self.main_process:  # rows of epochs last.pt does not hold are logged again
                 truncate_results(self.save_dir / "results.csv", self.start_epoch)
                 remove_stale_temp_files(self.weights_dir)
-
         self.model = optimise_for_training(dev.move(model), dev)  # CPU: keep freed memory (no page faults)
         freeze_layers(self.model, opt.freeze)
         # NHWC suits MLU (CNNL convolutions prefer it); on CPU it measured slower, so it stays off there
@@ -113,6 +138,11 @@ class Trainer:
         elif getattr(opt, "channels_last", False):
             self.model = self.model.to(memory_format=torch.channels_last)
             self.layout = torch.channels_last
+        return ckpt
+
+    def _setup_batch_size(self):
+        """Grid size, image size, the batch size (AutoBatch for -1), per rank, and gradient accumulation."""
+        opt = self.opt
         self.gs = max(int(self.model.stride.max()), 32)
         self.imgsz = check_img_size(opt.imgsz, self.gs, floor=self.gs * 2)
         if opt.batch_size == -1:  # AutoBatch (utils/autobatch.py); opt.yaml records the size chosen
@@ -120,9 +150,13 @@ class Trainer:
                 raise UserError("--batch-size -1 (AutoBatch) works with one device; under torchrun give the "
                                 "total batch size")
             from utils.autobatch import autobatch
-            opt.batch_size = autobatch(self.model, dev, self.imgsz)
+            opt.batch_size = autobatch(self.model, self.device, self.imgsz)
         self.batch_size = opt.batch_size // self.world_size
-        self.accumulate = accumulate_steps(opt.batch_size, nominal_batch_size(hyp))
+        self.accumulate = accumulate_steps(opt.batch_size, nominal_batch_size(self.hyp))
+
+    def _setup_optimizer(self):
+        """Optimizer, LR schedule, EMA (rank 0), early stopping and mixed precision with its GradScaler."""
+        opt, hyp, dev = self.opt, self.hyp, self.device
         self.optimizer = build_optimizer(self.model, hyp, opt.batch_size, self.accumulate, adam=opt.adam)
         self.lf = build_lr_lambda(hyp["lrf"], opt.epochs, opt.linear_lr)
         self.scheduler = build_scheduler(self.optimizer, self.lf)  # before the optimizer state is loaded
@@ -133,14 +167,20 @@ class Trainer:
             from utils.amp_check import check_amp
             self.amp = check_amp(self.model, dev)
         self.scaler = dev.make_grad_scaler(enabled=self.amp)
-        if resume:
-            self.best_fitness = restore_training(ckpt, self.model, self.ema, self.optimizer)
-            if self.start_epoch < self.epochs:
-                LOGGER.info(f"Resuming training from {opt.weights} at epoch {self.start_epoch} of {self.epochs}")
-            else:
-                LOGGER.info(f"Resuming training from {opt.weights}: all {self.epochs} epochs were trained; "
-                            "finishing the run (optimizer stripped, best.pt validated)")
-        self.scheduler.last_epoch = self.start_epoch - 1  # keeps the restored learning rates
+
+    def _restore_training(self, ckpt):
+        """--resume: weights, EMA and optimizer state of last.pt, and the best fitness so far."""
+        opt = self.opt
+        self.best_fitness = restore_training(ckpt, self.model, self.ema, self.optimizer)
+        if self.start_epoch < self.epochs:
+            LOGGER.info(f"Resuming training from {opt.weights} at epoch {self.start_epoch} of {self.epochs}")
+        else:
+            LOGGER.info(f"Resuming training from {opt.weights}: all {self.epochs} epochs were trained; "
+                        "finishing the run (optimizer stripped, best.pt validated)")
+
+    def _setup_parallel(self):
+        """DataParallel over several devices without torchrun; SyncBatchNorm under DDP when asked."""
+        opt, dev = self.opt, self.device
         if len(dev.indices) > 1 and self.rank == -1:  # several CUDA devices without torchrun
             LOGGER.warning("WARNING: DataParallel is slower than DDP; use torchrun --nproc_per_node N train.py")
             self.model = torch.nn.DataParallel(self.model, device_ids=list(dev.indices))
@@ -151,6 +191,12 @@ class Trainer:
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             LOGGER.info("Using SyncBatchNorm()")
 
+    def _setup_loaders(self, resume):
+        """Training loader, then (data checked out) the run directory, then the validation loader."""
+        from utils.loaders import create_dataloader
+        from utils.train_options import save_options
+
+        opt, hyp, dev = self.opt, self.hyp, self.device
         with dev.local_zero_first():
             self.train_loader, self.dataset = create_dataloader(
                 self.data["train"], self.imgsz, self.batch_size, self.gs, opt.single_cls, hyp=hyp, augment=True,
@@ -173,28 +219,29 @@ class Trainer:
                         self.data["val"], self.imgsz, self.batch_size * 2, self.gs, opt.single_cls, hyp=hyp,
                         cache=None if opt.noval else opt.cache, rect=True, rank=-1, workers=opt.workers, pad=0.5,
                         prefix="val: ", pin_memory=dev.pin_memory, nc=self.nc)[0]
-        if self.world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-            self.model = DDP(self.model, **dev.ddp_kwargs())
 
-        bare = de_parallel(self.model)
-        self.hyp = scale_loss_gains(hyp, bare.model[-1].nl, self.nc, self.imgsz, opt.label_smoothing)
-        bare.nc, bare.hyp, bare.names = self.nc, self.hyp, self.names
-        bare.class_weights = labels_to_class_weights(self.dataset.labels, self.nc).to(dev.torch_device) * self.nc
+    def _setup_loss(self):
+        """Loss gains scaled to the model and image size, class weights, the loss, warmup length."""
+        from utils.loaders import labels_to_class_weights
+
+        hyp, bare, nc = self.hyp, de_parallel(self.model), self.nc
+        self.hyp = scale_loss_gains(hyp, bare.model[-1].nl, nc, self.imgsz, self.opt.label_smoothing)
+        bare.nc, bare.hyp, bare.names = nc, self.hyp, self.names
+        bare.class_weights = labels_to_class_weights(self.dataset.labels, nc).to(self.device.torch_device) * nc
         self.compute_loss = ComputeLoss(bare)
         self.nw = warmup_iterations(hyp["warmup_epochs"], self.nb)
-        self.monitor = LoopMonitor(dev, self.world_size)
+
+    def _setup_loop(self, ckpt):
+        """Loop counters (restored from `ckpt` on resume) and the number of epochs --iters needs."""
+        opt = self.opt
+        self.monitor = LoopMonitor(self.device, self.world_size)
         self.iterations_done, self.last_opt_step = 0, -1
-        if resume:
+        if ckpt is not None:
             self.iterations_done, self.last_opt_step = restore_loop(ckpt, self.scaler, self.stopper,
                                                                     self.start_epoch, self.nb)
         if opt.iters > 0:  # as Cambricon's MLU port: enough epochs to reach --iters (the LR schedule keeps --epochs)
             needed = self.start_epoch + math.ceil(max(opt.iters - self.iterations_done, 0) / self.nb)
             self.epochs = max(self.epochs, needed)
-        self.callbacks.run("on_pretrain_routine_end")
-        LOGGER.info(f"Image sizes {self.imgsz} train, {self.imgsz} val\n"
-                    f"Using {self.train_loader.num_workers} dataloader workers\n"
-                    f"Logging results to {self.save_dir}\nStarting training for {self.epochs} epochs...")
 
     def _first_start_checks(self):
         """Not on resume (v6.0): labels.jpg, AutoAnchor, then weights rounded to fp16 precision once."""
@@ -269,88 +316,116 @@ class Trainer:
 
     def _train_epoch(self, epoch):
         """One pass over the training data; returns None, 'iters' (--iters reached) or 'stop'."""
-        opt, dev, hyp = self.opt, self.device, self.hyp
+        self._start_epoch(epoch)
+        batches, self.bar_live = enumerate(self.train_loader), is_terminal()
+        self.bar = tqdm(batches, total=self.nb, **progress_kwargs()) if self.main_process else batches
+        self.accumulate_now, outcome = self.accumulate, None  # warmup raises it batch by batch
+        try:
+            for i, (imgs, targets, paths, _) in self.bar:
+                outcome = self._train_batch(epoch, i, imgs, targets, paths)
+                if outcome is not None:
+                    break
+        finally:
+            if self.main_process:
+                self.bar.close()
+            self.bar = None  # an epoch left early lets a plain loader's workers go now, as v6.0's loop does
+        self.callbacks.run("on_train_epoch_end", epoch=epoch)
+        return outcome
+
+    def _start_epoch(self, epoch):
+        """Train mode, the epoch's seeds, --image-weights resampling, the loss monitor and the header."""
         self.model.train()
         self._seed_epoch(epoch)
-        if opt.image_weights:
+        if self.opt.image_weights:
             from utils.loaders import update_image_weights
             update_image_weights(self.dataset, de_parallel(self.model).class_weights.cpu().numpy(), self.maps,
                                  self.nc)
         self.callbacks.run("on_train_epoch_start", epoch)
-        monitor = self.monitor
-        monitor.start_epoch()
+        self.monitor.start_epoch()
         self.epoch_loss = [0.0, 0.0, 0.0]  # rank-mean box, obj, cls of the epoch, as of the last refresh
         self.optimizer.zero_grad()  # v6.0: a partial accumulation from the last epoch is dropped
         if self.main_process:
             LOGGER.info(("\n" + "%10s" * 7) % ("Epoch", "dev_mem", "box", "obj", "cls", "labels", "img_size"))
-        bar, live = enumerate(self.train_loader), is_terminal()
-        if self.main_process:
-            bar = tqdm(bar, total=self.nb, **progress_kwargs())
-        accumulate, outcome = self.accumulate, None
-        try:
-            for i, (imgs, targets, paths, _) in bar:
-                self.callbacks.run("on_train_batch_start")
-                ni = i + self.nb * epoch
-                if isinstance(imgs, AugmentBatch):  # --augment-device device: pixels made here
-                    imgs = augment_batch(imgs, dev.torch_device, non_blocking=True)
-                imgs = dev.move(imgs, non_blocking=True).to(torch.float32, memory_format=self.layout) / 255
-                if ni <= self.nw:
-                    accumulate = warmup(ni, self.nw, self.optimizer, epoch, self.lf, hyp, opt.batch_size)
-                if opt.multi_scale:
-                    imgs = self._rescale(imgs)
-                step = ni - self.last_opt_step >= accumulate
-                stop = self._stop_wanted()  # asked before this batch's backward
-                with grad_sync(self.model, step):  # DDP all-reduces only on the batches that step
-                    with dev.autocast(enabled=self.amp):
-                        pred = self.model(imgs)
-                        loss, loss_items = self.compute_loss(pred, dev.move(targets))
-                    monitor.record(i, loss, loss_items, paths)
-                    if self.world_size > 1:
-                        loss = loss * self.world_size  # DDP averages gradients over ranks
-                    if opt.quad:
-                        loss = loss * 4
-                    self.scaler.scale(loss).backward()
-                if step:
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                    self.optimizer.zero_grad()
-                    if self.ema is not None:
-                        self.ema.update(self.model)
-                    self.last_opt_step = ni
-                self.iterations_done += 1
-                iters_reached = opt.iters > 0 and self.iterations_done >= opt.iters
-                # One rank alone may not leave the loop: under DDP stop requests count at refresh points
-                leaving = iters_reached or (stop and self.world_size == 1)
-                if monitor.due(i, last=leaving or i == self.nb - 1):
-                    seen = monitor.refresh(i, stop)
-                    if seen.diverged:
-                        raise self._non_finite(seen.bad, epoch, i)
-                    stop, self.epoch_loss = seen.stop, seen.mloss
-                    if self.main_process:
-                        mem = dev.memory_reserved()
-                        mem = f"{mem / 1e9:.3g}G" if mem is not None else "-"
-                        bar.set_description(("%10s" * 2 + "%10.4g" * 5) % (
-                            f"{epoch}/{self.epochs - 1}", mem, *seen.mloss, targets.shape[0], imgs.shape[-1]),
-                            refresh=live)
-                elif self.world_size > 1:
-                    stop = False  # agreed at the next refresh point
-                if self.main_process and self.plots and ni < 3:
-                    from utils.plots import plot_images
-                    plot_images(imgs, targets, paths, self.save_dir / f"train_batch{ni}.jpg")
-                self.callbacks.run("on_train_batch_end", ni, self.model, imgs, targets, paths, self.plots,
-                                   opt.sync_bn)  # upstream loggers' signature
-                if iters_reached:
-                    LOGGER.info(f"\n--iters {opt.iters}: reached {self.iterations_done} iterations, stopping")
-                    outcome = "iters"
-                    break
-                if stop and i < self.nb - 1:  # at the last batch the epoch completes normally
-                    outcome = "stop"
-                    break
-        finally:
+
+    def _train_batch(self, epoch, i, imgs, targets, paths):
+        """Forward, backward and (every accumulate batches) an optimizer step; None, 'iters' or 'stop'."""
+        opt = self.opt
+        self.callbacks.run("on_train_batch_start")
+        ni = i + self.nb * epoch
+        imgs = self._batch_images(imgs, ni, epoch)
+        step = ni - self.last_opt_step >= self.accumulate_now
+        stop = self._stop_wanted()  # asked before this batch's backward
+        self._backward(imgs, targets, paths, i, step)
+        if step:
+            self._optimizer_step(ni)
+        self.iterations_done += 1
+        iters_reached = opt.iters > 0 and self.iterations_done >= opt.iters
+        # One rank alone may not leave the loop: under DDP stop requests count at refresh points
+        leaving = iters_reached or (stop and self.world_size == 1)
+        stop = self._refresh(epoch, i, stop, leaving, imgs, targets)
+        if self.main_process and self.plots and ni < 3:
+            from utils.plots import plot_images
+            plot_images(imgs, targets, paths, self.save_dir / f"train_batch{ni}.jpg")
+        self.callbacks.run("on_train_batch_end", ni, self.model, imgs, targets, paths, self.plots,
+                           opt.sync_bn)  # upstream loggers' signature
+        if iters_reached:
+            LOGGER.info(f"\n--iters {opt.iters}: reached {self.iterations_done} iterations, stopping")
+            return "iters"
+        if stop and i < self.nb - 1:  # at the last batch the epoch completes normally
+            return "stop"
+        return None
+
+    def _batch_images(self, imgs, ni, epoch):
+        """The batch as float 0..1 on the device (pixels made there with --augment-device device); warmup
+        of the learning rates and accumulation; --multi-scale resizing."""
+        dev = self.device
+        if isinstance(imgs, AugmentBatch):  # --augment-device device: pixels made here
+            imgs = augment_batch(imgs, dev.torch_device, non_blocking=True)
+        imgs = dev.move(imgs, non_blocking=True).to(torch.float32, memory_format=self.layout) / 255
+        if ni <= self.nw:
+            self.accumulate_now = warmup(ni, self.nw, self.optimizer, epoch, self.lf, self.hyp, self.opt.batch_size)
+        if self.opt.multi_scale:
+            imgs = self._rescale(imgs)
+        return imgs
+
+    def _backward(self, imgs, targets, paths, i, step):
+        """Loss of the batch (recorded by the monitor without a host sync) and its scaled gradients."""
+        dev = self.device
+        with grad_sync(self.model, step):  # DDP all-reduces only on the batches that step
+            with dev.autocast(enabled=self.amp):
+                pred = self.model(imgs)
+                loss, loss_items = self.compute_loss(pred, dev.move(targets))
+            self.monitor.record(i, loss, loss_items, paths)
+            if self.world_size > 1:
+                loss = loss * self.world_size  # DDP averages gradients over ranks
+            if self.opt.quad:
+                loss = loss * 4
+            self.scaler.scale(loss).backward()
+
+    def _optimizer_step(self, ni):
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.last_opt_step = ni
+
+    def _refresh(self, epoch, i, stop, leaving, imgs, targets):
+        """At the monitor's refresh points: check the losses, agree on stopping, update the bar.
+        Returns whether to stop (under DDP a request counts only once agreed at a refresh point)."""
+        if self.monitor.due(i, last=leaving or i == self.nb - 1):
+            seen = self.monitor.refresh(i, stop)
+            if seen.diverged:
+                raise self._non_finite(seen.bad, epoch, i)
+            self.epoch_loss = seen.mloss
             if self.main_process:
-                bar.close()
-        self.callbacks.run("on_train_epoch_end", epoch=epoch)
-        return outcome
+                mem = self.device.memory_reserved()
+                mem = f"{mem / 1e9:.3g}G" if mem is not None else "-"
+                self.bar.set_description(("%10s" * 2 + "%10.4g" * 5) % (
+                    f"{epoch}/{self.epochs - 1}", mem, *seen.mloss, targets.shape[0], imgs.shape[-1]),
+                    refresh=self.bar_live)
+            return seen.stop
+        return False if self.world_size > 1 else stop  # DDP: agreed at the next refresh point
 
     def _non_finite(self, bad, epoch, i):
         before = f" The last checkpoint written before this is {self.last}." if self.last.exists() else ""
