@@ -132,3 +132,27 @@ def test_pretrained_run_freeze_and_transfer_message(tmp_path, real_images_dir, u
     assert len(frozen) == 99 and seen["ni"] == 1
     assert all(torch.equal(trained[k].detach(), source[k]) for k in frozen)
     assert not torch.equal(trained["model.13.cv1.conv.weight"].detach(), source["model.13.cv1.conv.weight"])
+
+
+def test_every_v6_hook_fires(tmp_path, real_images_dir):
+    """Each training hook runs the number of times its moment occurs: 2 batches, one optimizer step
+    each (warmup accumulates 1), hyperparameters once, teardown last."""
+    from utils.callbacks import HOOKS
+    data = make_data_yaml(tmp_path, real_images_dir, n=8)
+    calls = []
+    callbacks = Callbacks()
+    for hook in HOOKS:
+        callbacks.register_action(hook, "record", lambda *a, hook=hook, **k: calls.append((hook, a)))
+    train_in_process(train_args(data, tmp_path, "hooks", 64, 4, 1, "--iters", "2", "--skip", "--noautoanchor"),
+                     callbacks)
+    counts = {hook: sum(h == hook for h, _ in calls) for hook in HOOKS}
+    assert {h: counts[h] for h in ("on_train_batch_start", "optimizer_step", "on_before_zero_grad",
+                                   "on_train_batch_end")} == dict.fromkeys(
+        ("on_train_batch_start", "optimizer_step", "on_before_zero_grad", "on_train_batch_end"), 2)
+    assert counts["on_params_update"] == counts["teardown"] == counts["on_train_end"] == 1
+    order = [h for h, _ in calls]
+    assert order.index("on_params_update") < order.index("on_pretrain_routine_end") < order.index("on_train_start")
+    assert order[-1] == "teardown"
+    assert order[order.index("optimizer_step") + 1] == "on_before_zero_grad"
+    params = next(a for h, a in calls if h == "on_params_update")[0]
+    assert params["lr0"] == 0.01 and params["box"] == pytest.approx(0.05 * 3 / 3)

@@ -12,8 +12,8 @@ HOOKS = (
     "on_train_start",
     "on_train_epoch_start",
     "on_train_batch_start",
-    "optimizer_step",
-    "on_before_zero_grad",
+    "optimizer_step",  # after each optimizer step, no arguments
+    "on_before_zero_grad",  # right after it, before the gradients are cleared
     "on_train_batch_end",
     "on_train_epoch_end",
     # val.py
@@ -26,8 +26,8 @@ HOOKS = (
     "on_fit_epoch_end",  # fit = train + val
     "on_model_save",
     "on_train_end",
-    "on_params_update",
-    "teardown",
+    "on_params_update",  # once before training, with the hyperparameters in effect (loss gains scaled)
+    "teardown",  # last of all, no arguments
 )
 
 

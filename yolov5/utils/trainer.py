@@ -100,6 +100,7 @@ class Trainer:
             self.model = DDP(self.model, **self.device.ddp_kwargs())
         self._setup_loss()
         self._setup_loop(ckpt if resume else None)
+        self.callbacks.run("on_params_update", dict(self.hyp))
         self.callbacks.run("on_pretrain_routine_end")
         LOGGER.info(f"Image sizes {self.imgsz} train, {self.imgsz} val\n"
                     f"Using {self.train_loader.num_workers} dataloader workers\n"
@@ -291,6 +292,7 @@ class Trainer:
             else:
                 self._finish()
         self.callbacks.run("on_train_end", self.last, self.best, self.plots, epoch, self.results)
+        self.callbacks.run("teardown")
         return self.results
 
     def _stop_wanted(self):
@@ -405,6 +407,8 @@ class Trainer:
     def _optimizer_step(self, ni):
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        self.callbacks.run("optimizer_step")
+        self.callbacks.run("on_before_zero_grad")
         self.optimizer.zero_grad()
         if self.ema is not None:
             self.ema.update(self.model)
