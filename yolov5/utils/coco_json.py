@@ -12,6 +12,7 @@ traced back to files.
 import contextlib
 import io
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,8 @@ import torch
 
 from utils.errors import UserError
 from utils.printable import escaped, printable
+
+LOGGER = logging.getLogger("yolov5")
 
 # COCO category id of each of the 80 YOLO classes (COCO's ids run 1..90 with gaps).
 COCO80_TO_COCO91 = (
@@ -137,7 +140,7 @@ def evaluate_coco_json(anno_json, pred_json, img_ids=None, backend='auto', verbo
     annotations = _load_json(anno_json, 'annotation')  # clear error for a missing or broken file
     predictions = _load_json(pred_json, 'predictions')
     if not predictions:
-        print(f"WARNING: {printable(pred_json)} holds no detections; COCO mAP is 0")
+        LOGGER.warning(f"WARNING: {printable(pred_json)} holds no detections; COCO mAP is 0")
         return 0.0, 0.0
 
     with contextlib.redirect_stdout(io.StringIO()):  # loading chatter, not results
@@ -161,5 +164,5 @@ def evaluate_coco_json(anno_json, pred_json, img_ids=None, backend='auto', verbo
     with contextlib.redirect_stdout(summary):
         evaluator.summarize()
     if verbose:
-        print(summary.getvalue(), end='')
+        LOGGER.info(summary.getvalue().rstrip('\n'))  # the handler ends the line
     return float(evaluator.stats[0]), float(evaluator.stats[1])
