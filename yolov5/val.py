@@ -7,6 +7,7 @@ Options and defaults follow upstream v6.0 (prefixes of long options work, e.g. -
 --task study work as in v6.0, except that study writes its files into the run directory.
 """
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -113,7 +114,7 @@ def speed(opt):
 
 @exit_on_user_error
 def main(argv=None):
-    set_logging()
+    set_logging(int(os.environ.get("RANK", -1)))  # under torchrun: rank 0's messages, every rank's warnings
     opt = parse_opt(argv)
     print_args("val", opt)
     if opt.task in ("train", "val", "test"):
