@@ -5,6 +5,10 @@ model, val loader, loss and a Device) and scripts written for upstream both call
 
     (mp, mr, map50, map, box, obj, cls), maps, (t_pre, t_inf, t_nms) = run(...)
 
+`run()` turns its parameters into one ValOptions (utils/val_options.py) and hands it to
+_ValidationPass, whose `run` method is the outline: per batch pre-process, inference, loss and NMS,
+then each image's matching and outputs; at the end metrics, logs, plots and the COCO score.
+
 Differences from v6.0, on purpose:
 - predictions match labels separately at each IoU threshold (v6.2 fix, see utils/metrics.py);
 - NMS never drops detections silently when slow (utils/nms.py);
@@ -25,6 +29,7 @@ import torch
 from tqdm import tqdm
 
 from utils.boxes import scale_coords, xywh2xyxy, xyxy2xywh
+from utils.coco_json import CocoExport, is_coco_val
 from utils.errors import UserError
 from utils.image_size import check_img_size
 from utils.model_files import find_weights
@@ -81,11 +86,6 @@ def save_one_txt(predn, save_conf, shape, file):
     with open(file, "a") as f:
         for row in rows.tolist():
             f.write(("%g " * len(row)).rstrip() % tuple(row) + "\n")
-
-
-def _is_coco(data):
-    val = data.get("val")
-    return isinstance(val, str) and val.replace("\\", "/").endswith("coco/val2017.txt")
 
 
 def _precision(training, dev, half, amp):
@@ -197,7 +197,7 @@ class _ValidationPass:
         names = getattr(self.model, "names", None) or inputs.data.get("names") or [str(i) for i in range(inputs.nc)]
         self.names = dict(enumerate(names)) if isinstance(names, (list, tuple)) else names
         self.confusion_matrix = ConfusionMatrix(nc=inputs.nc)
-        self.coco = _CocoExport(inputs.data, opts.anno_json, _is_coco(inputs.data)) if opts.save_json else None
+        self.coco = CocoExport(inputs.data, opts.anno_json, is_coco_val(inputs.data)) if opts.save_json else None
         channels_last = not opts.training and not opts.half and dev.kind == "cpu" and CHANNELS_LAST_ON_CPU
         self.layout = torch.channels_last if channels_last else torch.contiguous_format
         if opts.save_txt:
@@ -370,62 +370,3 @@ class _ValidationPass:
         map_, map50 = self.coco.evaluate(self.save_dir / f"{stem}_predictions.json", split_files) or \
             (summary.map, summary.map50)
         return map50, map_
-
-
-class _CocoExport:
-    """--save-json: the annotation file, the class -> category id map, the writer, the evaluation.
-
-    Category ids: COCO 80 -> 91 for COCO (v6.0's rule, see _is_coco); otherwise, when every class
-    name of the data yaml is a category name of the annotation file, that file's ids; otherwise the
-    class index itself (v6.0's identity map). Image ids come from the annotation file's file names
-    when it exists, so non-numeric file names score too.
-    """
-
-    def __init__(self, data, anno_json, is_coco):
-        from utils.coco_json import CocoPredictionWriter, coco80_to_coco91_class
-        explicit = anno_json or data.get("anno_json")
-        root = Path(data.get("path") or "../coco")
-        self.anno = Path(explicit) if explicit else root / "annotations" / "instances_val2017.json"
-        if explicit and not self.anno.is_absolute() and not self.anno.is_file():
-            self.anno = root / self.anno
-        if explicit and not self.anno.is_file():
-            raise UserError(f"COCO annotation file {explicit} not found (looked at {self.anno}); fix "
-                            "anno_json or drop --save-json")
-        class_map, image_ids, self.known_ids = None, None, None
-        if self.anno.is_file():
-            import json
-            try:  # parsed once here for names and ids; pycocotools reads it again to score
-                anno = json.loads(self.anno.read_text())
-                categories = {c["name"]: int(c["id"]) for c in anno.get("categories", [])}
-                image_ids = {Path(im["file_name"]).stem: int(im["id"]) for im in anno["images"]}
-            except (ValueError, KeyError, TypeError, AttributeError) as e:
-                raise UserError(f"{self.anno}: not a COCO annotation file ({type(e).__name__}: {e}); "
-                                "it needs 'images' with 'file_name' and 'id', and 'categories'") from None
-            names = list(data.get("names") or [])
-            if not is_coco and names and all(n in categories for n in names):
-                class_map = [categories[n] for n in names]
-            self.known_ids = set(image_ids.values())
-        if is_coco:
-            class_map = coco80_to_coco91_class()
-        self.writer = CocoPredictionWriter(class_map=class_map, image_ids=image_ids)
-
-    def evaluate(self, pred_json, split_files):
-        """Write the predictions; score them on this split's images; (map, map50) or None."""
-        from utils.coco_json import evaluate_coco_json
-        pred_json = self.writer.save(pred_json)
-        if not self.writer.records:
-            LOGGER.warning(f"COCO evaluation skipped: no detections (wrote {printable(pred_json)})")
-            return None
-        if self.known_ids is None:
-            LOGGER.warning(printable(f"COCO evaluation skipped: {self.anno} not found (predictions saved to "
-                                     f"{pred_json})"))
-            return None
-        LOGGER.info(f"\nEvaluating pycocotools mAP... saving {pred_json}...")
-        img_ids = sorted({i for i in map(self.writer.image_id, split_files) if i in self.known_ids}) or None
-        try:
-            return evaluate_coco_json(self.anno, pred_json, img_ids=img_ids)
-        except UserError:
-            raise
-        except Exception as e:  # a broken annotation file must not lose the computed metrics
-            LOGGER.warning(f"COCO evaluation failed: {e}")
-            return None
