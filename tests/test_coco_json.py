@@ -76,6 +76,8 @@ def _tiny_coco(tmp_path):
 
 
 def test_evaluate_prints_summary_and_returns_map(tmp_path, capsys):
+    from utils.cli import set_logging
+    set_logging()  # the summary goes through the "yolov5" logger, which the commands set up
     anno = _tiny_coco(tmp_path)
     writer = CocoPredictionWriter(class_map=[1])
     writer.add("1.jpg", torch.tensor([[10.0, 10, 50, 50, 0.9, 0], [60.0, 60, 90, 90, 0.8, 0]]))
@@ -83,10 +85,13 @@ def test_evaluate_prints_summary_and_returns_map(tmp_path, capsys):
     assert result == pytest.approx((1.0, 1.0), abs=1e-12)  # the false positive scores below the true one
     printed = capsys.readouterr().out
     assert printed.count("Average Precision") == 6 and printed.count("Average Recall") == 6
+    assert len(printed.splitlines()) == 12 and printed.endswith("] = -1.000\n")  # pycocotools' lines, as printed
     assert "Loading" not in printed  # loading chatter is hidden
 
 
 def test_evaluate_errors(tmp_path, capsys):
+    from utils.cli import set_logging
+    set_logging()
     anno = _tiny_coco(tmp_path)
     with pytest.raises(UserError, match="annotation file not found"):
         evaluate_coco_json(tmp_path / "missing.json", anno)

@@ -164,4 +164,5 @@ def test_val_py_under_torchrun_equals_one_process(tmp_path, real_images_dir, ups
         assert got["results"][:4] == list(single[:4]) and got["maps"] == single_maps.tolist()
     rows = [line.split() for line in run.stdout.splitlines() if line.strip().startswith("all ")]
     assert len(rows) == 1 and rows[0][1:3] == ["16", "95"]  # rank 0 alone prints, for every image and label
+    assert run.stdout.count("val: data=") == 1 and run.stdout.count("Results saved to") == 1  # rank 0's log only
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["ddp", "single"]

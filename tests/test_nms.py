@@ -209,3 +209,20 @@ def test_empty_and_bad_input():
         non_max_suppression(torch.zeros((10, 85)))
     with pytest.raises(ValueError, match="conf_thres"):
         non_max_suppression(torch.zeros((1, 10, 85)), conf_thres=1.5)
+
+
+def test_v60_positional_order(nms_case):
+    """(prediction, conf_thres, iou_thres, classes, agnostic, multi_label, labels, max_det) by position,
+    as v6.0 callers pass them; merge is keyword-only (v6.0 had no ninth parameter)."""
+    pred = torch.from_numpy(nms_case["pred"][1:2])
+    _assert_same_detections(non_max_suppression(pred, 0.001, 0.6, None, False, True, (), 10)[0],
+                            nms_case["out_1"][:10])
+    boxes = torch.zeros((1, 2, 5 + 3))
+    boxes[0, :, :5] = torch.tensor([[50, 50, 20, 20, 0.9], [51, 50, 20, 20, 0.8]])
+    boxes[0, 0, 5 + 0] = boxes[0, 1, 5 + 2] = 1.0  # two classes in the same place
+    labels = [torch.tensor([[2.0, 200.0, 200.0, 10.0, 10.0]])]
+    out = non_max_suppression(boxes, 0.25, 0.45, [2], True, False, labels, 5)[0]
+    assert out.tolist() == [[195.0, 195.0, 205.0, 205.0, 1.0, 2.0], [41.0, 40.0, 61.0, 60.0, pytest.approx(0.8), 2.0]]
+    assert len(non_max_suppression(boxes, 0.25, 0.45, None, True, False, (), 300)[0]) == 1  # agnostic
+    with pytest.raises(TypeError):
+        non_max_suppression(boxes, 0.25, 0.45, None, False, False, (), 300, True)

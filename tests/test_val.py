@@ -388,6 +388,8 @@ def test_augment_and_half_on_cpu(work, upstream_checkpoint, tmp_path, capsys):
         return {f.name: f.read_text() for f in sorted((tmp_path / name / "labels").glob("*.txt"))}
     assert detections("plain") and detections("tta") and detections("plain") != detections("tta")
     kw.update(save_txt=False, save_conf=False)
+    from utils.cli import set_logging
+    set_logging()  # the note goes through the "yolov5" logger, which val.py sets up
     capsys.readouterr()
     half = run(str(work["subset"]), weights=ckpt, half=True, **kw)
     assert "--half is ignored on CPU" in capsys.readouterr().out
@@ -410,3 +412,33 @@ def test_channels_last_inference_is_as_accurate_as_contiguous(upstream_checkpoin
         cl = cl_model(x.contiguous(memory_format=torch.channels_last))[0]
     err_plain, err_cl = ((t.double() - ref).abs().max().item() for t in (plain, cl))
     assert err_cl <= 2 * err_plain and (cl.double() - ref).abs().div(ref.abs() + 1).max() < 5e-3
+
+
+# v6.0 val.run's parameter list, in its order (workers, amp and anno_json are ours, keyword-only)
+V60_RUN = ["data", "weights", "batch_size", "imgsz", "conf_thres", "iou_thres", "task", "device", "single_cls",
+           "augment", "verbose", "save_txt", "save_hybrid", "save_conf", "save_json", "project", "name", "exist_ok",
+           "half", "model", "dataloader", "save_dir", "plots", "callbacks", "compute_loss"]
+
+
+def test_run_takes_v60_positional_order(work, upstream_checkpoint, tmp_path):
+    """A v6.0 script's positional call (single_cls, save_txt and save_conf on, project and name by
+    position) validates exactly as the same call by keyword. (workers=0: a second standalone run in
+    one process otherwise waits ~10 s for the first run's loader workers to shut down.)"""
+    import inspect
+    from utils.validator import run
+    params = inspect.signature(run).parameters
+    assert list(params)[:len(V60_RUN)] == V60_RUN
+    assert all(params[k].kind is inspect.Parameter.KEYWORD_ONLY for k in ("workers", "amp", "anno_json"))
+    data, ckpt = str(work["subset"]), str(upstream_checkpoint)
+    by_position = run(data, ckpt, 4, 64, 0.01, 0.6, "val", "cpu", True, False, False, True, False, True, False,
+                      tmp_path, "pos", False, None, None, None, Path(""), False, workers=0)
+    by_name = run(data, weights=ckpt, batch_size=4, imgsz=64, conf_thres=0.01, device="cpu", single_cls=True,
+                  save_txt=True, save_conf=True, project=tmp_path, name="kw", plots=False, workers=0)
+    assert by_position[0] == by_name[0] and list(by_position[1]) == list(by_name[1])
+    files = {f.name: f.read_text() for f in sorted((tmp_path / "pos" / "labels").glob("*.txt"))}
+    assert files and files == {f.name: f.read_text() for f in sorted((tmp_path / "kw" / "labels").glob("*.txt"))}
+    rows = np.concatenate([np.loadtxt(tmp_path / "pos" / "labels" / f, ndmin=2) for f in files])
+    assert rows.shape[1] == 6 and set(rows[:, 0]) == {0.0}  # save_conf column; single_cls: one class
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kw", "pos"]  # nothing plotted (plots=False)
+    with pytest.raises(TypeError, match="at most 25 positional arguments"):
+        run(data, ckpt, *([None] * 24))

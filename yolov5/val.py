@@ -7,6 +7,7 @@ Options and defaults follow upstream v6.0 (prefixes of long options work, e.g. -
 --task study work as in v6.0, except that study writes its files into the run directory.
 """
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ YOLO_ROOT = Path(__file__).resolve().parent
 if str(YOLO_ROOT) not in sys.path:
     sys.path.insert(0, str(YOLO_ROOT))
 
-from utils.cli import print_args, set_logging  # noqa: E402
+from utils.cli import LOGGER, print_args, set_logging  # noqa: E402
 from utils.errors import UserError, exit_on_user_error  # noqa: E402
 from utils.validator import run  # noqa: E402,F401  (public: val.run)
 
@@ -85,7 +86,7 @@ def study(opt, sizes=STUDY_SIZES):
         out = save_dir / f"study_{Path(opt.data).stem}_{Path(w).stem}.txt"
         rows = []
         for size in sizes:
-            print(f"\nRunning {printable(out.name)} --imgsz {size}...")
+            LOGGER.info(f"\nRunning {printable(out.name)} --imgsz {size}...")
             r, _, t = run(opt.data, weights=w, batch_size=opt.batch_size, imgsz=size, conf_thres=opt.conf_thres,
                           iou_thres=opt.iou_thres, device=opt.device, workers=opt.workers, single_cls=opt.single_cls,
                           half=opt.half or None, plots=False, project=save_dir, name="study", exist_ok=True)
@@ -94,7 +95,7 @@ def study(opt, sizes=STUDY_SIZES):
         np.savetxt(out, rows, fmt="%10.4g")
         results[w] = rows
         ax.plot(rows[:, 8], rows[:, 3] * 100, ".-", label=printable(Path(w).stem))
-        print(f"Study results saved to {printable(out)}")
+        LOGGER.info(f"Study results saved to {printable(out)}")
     ax.set_xlabel("inference time (ms/img)")
     ax.set_ylabel("mAP@.5:.95 (%)")
     ax.legend(loc="lower right")
@@ -113,7 +114,7 @@ def speed(opt):
 
 @exit_on_user_error
 def main(argv=None):
-    set_logging()
+    set_logging(int(os.environ.get("RANK", -1)))  # under torchrun: rank 0's messages, every rank's warnings
     opt = parse_opt(argv)
     print_args("val", opt)
     if opt.task in ("train", "val", "test"):

@@ -12,6 +12,7 @@ traced back to files.
 import contextlib
 import io
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,8 @@ import torch
 
 from utils.errors import UserError
 from utils.printable import escaped, printable
+
+LOGGER = logging.getLogger("yolov5")
 
 # COCO category id of each of the 80 YOLO classes (COCO's ids run 1..90 with gaps).
 COCO80_TO_COCO91 = (
@@ -137,7 +140,7 @@ def evaluate_coco_json(anno_json, pred_json, img_ids=None, backend='auto', verbo
     annotations = _load_json(anno_json, 'annotation')  # clear error for a missing or broken file
     predictions = _load_json(pred_json, 'predictions')
     if not predictions:
-        print(f"WARNING: {printable(pred_json)} holds no detections; COCO mAP is 0")
+        LOGGER.warning(f"WARNING: {printable(pred_json)} holds no detections; COCO mAP is 0")
         return 0.0, 0.0
 
     with contextlib.redirect_stdout(io.StringIO()):  # loading chatter, not results
@@ -161,5 +164,67 @@ def evaluate_coco_json(anno_json, pred_json, img_ids=None, backend='auto', verbo
     with contextlib.redirect_stdout(summary):
         evaluator.summarize()
     if verbose:
-        print(summary.getvalue(), end='')
+        LOGGER.info(summary.getvalue().rstrip('\n'))  # the handler ends the line
     return float(evaluator.stats[0]), float(evaluator.stats[1])
+
+
+def is_coco_val(data):
+    """True when the data yaml's val split is COCO's val2017 list (v6.0's test for its COCO rules)."""
+    val = data.get("val")
+    return isinstance(val, str) and val.replace("\\", "/").endswith("coco/val2017.txt")
+
+
+class CocoExport:
+    """--save-json: the annotation file, the class -> category id map, the writer, the evaluation.
+
+    Category ids: COCO 80 -> 91 for COCO (v6.0's rule, see is_coco_val); otherwise, when every class
+    name of the data yaml is a category name of the annotation file, that file's ids; otherwise the
+    class index itself (v6.0's identity map). Image ids come from the annotation file's file names
+    when it exists, so non-numeric file names score too.
+    """
+
+    def __init__(self, data, anno_json, is_coco):
+        explicit = anno_json or data.get("anno_json")
+        root = Path(data.get("path") or "../coco")
+        self.anno = Path(explicit) if explicit else root / "annotations" / "instances_val2017.json"
+        if explicit and not self.anno.is_absolute() and not self.anno.is_file():
+            self.anno = root / self.anno
+        if explicit and not self.anno.is_file():
+            raise UserError(f"COCO annotation file {explicit} not found (looked at {self.anno}); fix "
+                            "anno_json or drop --save-json")
+        class_map, image_ids, self.known_ids = None, None, None
+        if self.anno.is_file():
+            try:  # parsed once here for names and ids; pycocotools reads it again to score
+                anno = json.loads(self.anno.read_text())
+                categories = {c["name"]: int(c["id"]) for c in anno.get("categories", [])}
+                image_ids = {Path(im["file_name"]).stem: int(im["id"]) for im in anno["images"]}
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
+                raise UserError(f"{self.anno}: not a COCO annotation file ({type(e).__name__}: {e}); "
+                                "it needs 'images' with 'file_name' and 'id', and 'categories'") from None
+            names = list(data.get("names") or [])
+            if not is_coco and names and all(n in categories for n in names):
+                class_map = [categories[n] for n in names]
+            self.known_ids = set(image_ids.values())
+        if is_coco:
+            class_map = coco80_to_coco91_class()
+        self.writer = CocoPredictionWriter(class_map=class_map, image_ids=image_ids)
+
+    def evaluate(self, pred_json, split_files):
+        """Write the predictions; score them on this split's images; (map, map50) or None."""
+        pred_json = self.writer.save(pred_json)
+        if not self.writer.records:
+            LOGGER.warning(f"COCO evaluation skipped: no detections (wrote {printable(pred_json)})")
+            return None
+        if self.known_ids is None:
+            LOGGER.warning(printable(f"COCO evaluation skipped: {self.anno} not found (predictions saved to "
+                                     f"{pred_json})"))
+            return None
+        LOGGER.info(f"\nEvaluating pycocotools mAP... saving {pred_json}...")
+        img_ids = sorted({i for i in map(self.writer.image_id, split_files) if i in self.known_ids}) or None
+        try:
+            return evaluate_coco_json(self.anno, pred_json, img_ids=img_ids)
+        except UserError:
+            raise
+        except Exception as e:  # a broken annotation file must not lose the computed metrics
+            LOGGER.warning(f"COCO evaluation failed: {e}")
+            return None

@@ -8,6 +8,7 @@ IoU threshold (the v6.2 fix). v6.0 assigned once at IoU 0.5 and then thresholded
 label taken by a loose detection at 0.5 could not go to a tighter one at 0.75. The v6.0 rule is
 still available with `per_threshold=False` (used by the parity tests).
 """
+import logging
 from collections import namedtuple
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import torch
 
 from utils.boxes import box_iou  # noqa: F401  (public path utils.metrics.box_iou, as upstream)
 from utils.metric_plots import plot_confusion_matrix, plot_mc_curve, plot_pr_curve
+
+LOGGER = logging.getLogger("yolov5")
 
 FITNESS_WEIGHTS = np.array([0.0, 0.0, 0.1, 0.9])  # [P, R, mAP@0.5, mAP@0.5:0.95]
 CURVE_POINTS = 1000  # confidence grid of the P, R and F1 curves
@@ -238,4 +241,4 @@ class ConfusionMatrix:
 
     def print(self):
         for row in self.matrix:
-            print(' '.join(map(str, row)))
+            LOGGER.info(' '.join(map(str, row)))

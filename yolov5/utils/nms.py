@@ -70,8 +70,8 @@ def _merge_boxes(x, keep, offset_boxes, iou_thres):
 
 
 def non_max_suppression(prediction, conf_thres=0.25, iou_thres=0.45, classes=None, agnostic=False,
-                        multi_label=False, labels=(), max_det=300, merge=False):
-    """Per-image NMS on a (bs, n, 5 + nc) prediction tensor.
+                        multi_label=False, labels=(), max_det=300, *, merge=False):
+    """Per-image NMS on a (bs, n, 5 + nc) prediction tensor (v6.0's positional order; merge by keyword).
 
     Args:
         prediction: decoded model output, boxes as centre xywh in input pixels, already sigmoided.
@@ -94,17 +94,10 @@ def non_max_suppression(prediction, conf_thres=0.25, iou_thres=0.45, classes=Non
     this logs one warning when the budget (10 s + 0.03 s per image) is exceeded and still
     processes every image.
     """
-    if prediction.ndim != 3 or prediction.shape[2] < 6:
-        raise ValueError(f"prediction must be (batch, n, 5 + nc), got shape {tuple(prediction.shape)}")
-    if not 0 <= conf_thres <= 1:
-        raise ValueError(f"conf_thres must be in [0, 1], got {conf_thres}")
-    if not 0 <= iou_thres <= 1:
-        raise ValueError(f"iou_thres must be in [0, 1], got {iou_thres}")
-
+    _check_arguments(prediction, conf_thres, iou_thres)
     batch_size, num_classes = prediction.shape[0], prediction.shape[2] - 5
     multi_label = multi_label and num_classes > 1
-    device = prediction.device
-    wanted = None if classes is None else torch.tensor(list(classes), device=device, dtype=torch.float32)
+    wanted = None if classes is None else torch.tensor(list(classes), device=prediction.device, dtype=torch.float32)
     budget = time_budget_s(batch_size)
     start, warned = _clock(), False
 
@@ -114,23 +107,35 @@ def non_max_suppression(prediction, conf_thres=0.25, iou_thres=0.45, classes=Non
         x = x[x[:, 4] > conf_thres].float()  # boolean indexing copies: the caller's tensor is untouched
         if labels is not None and len(labels) > xi and len(labels[xi]):
             x = torch.cat((x, _hybrid_rows(labels[xi], num_classes, x)), 0)
-
         det = _candidates(x, conf_thres, multi_label) if len(x) else x.new_zeros((0, 6))
         if wanted is not None and len(det):
             det = det[(det[:, 5:6] == wanted).any(1)]
-        if len(det) > MAX_NMS_CANDIDATES:
-            det = det[det[:, 4].argsort(descending=True)[:MAX_NMS_CANDIDATES]]
-
-        if len(det):
-            offset_boxes = det[:, :4] + det[:, 5:6] * (0 if agnostic else CLASS_OFFSET)
-            keep = torchvision.ops.nms(offset_boxes, det[:, 4], iou_thres)[:max_det]
-            if merge and 1 < len(det) < MERGE_MAX_CANDIDATES:
-                keep = _merge_boxes(det, keep, offset_boxes, iou_thres)
-            det = det[keep]
-        output.append(det)
+        output.append(_suppress(det, iou_thres, agnostic, max_det, merge))
 
         if not warned and _clock() - start > budget:
             warned = True
             LOGGER.warning(f"WARNING: NMS time budget {budget:.2f}s exceeded for a batch of {batch_size} "
                            "images; all images are still processed (consider a higher conf_thres)")
     return output
+
+
+def _check_arguments(prediction, conf_thres, iou_thres):
+    if prediction.ndim != 3 or prediction.shape[2] < 6:
+        raise ValueError(f"prediction must be (batch, n, 5 + nc), got shape {tuple(prediction.shape)}")
+    if not 0 <= conf_thres <= 1:
+        raise ValueError(f"conf_thres must be in [0, 1], got {conf_thres}")
+    if not 0 <= iou_thres <= 1:
+        raise ValueError(f"iou_thres must be in [0, 1], got {iou_thres}")
+
+
+def _suppress(det, iou_thres, agnostic, max_det, merge):
+    """One image's (m, 6) candidates -> the kept detections, highest score first."""
+    if len(det) > MAX_NMS_CANDIDATES:
+        det = det[det[:, 4].argsort(descending=True)[:MAX_NMS_CANDIDATES]]
+    if not len(det):
+        return det
+    offset_boxes = det[:, :4] + det[:, 5:6] * (0 if agnostic else CLASS_OFFSET)
+    keep = torchvision.ops.nms(offset_boxes, det[:, 4], iou_thres)[:max_det]
+    if merge and 1 < len(det) < MERGE_MAX_CANDIDATES:
+        keep = _merge_boxes(det, keep, offset_boxes, iou_thres)
+    return det[keep]
