@@ -38,12 +38,18 @@ def coco80_to_coco91_class():
 
 def image_ids_from_annotations(anno_json):
     """{file stem: image id} from a COCO annotation file, to give non-numeric file names their ids."""
+    return annotation_tables(anno_json)[1]
+
+
+def annotation_tables(anno_json):
+    """({category name: id}, {file stem: image id}) of a COCO annotation file, read once."""
     data = _load_json(anno_json, 'annotation')
     try:
-        return {Path(im['file_name']).stem: int(im['id']) for im in data['images']}
-    except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"{anno_json}: 'images' entries need 'file_name' and an integer 'id' ({e}); "
-                        "fix the annotation file") from None
+        categories = {c['name']: int(c['id']) for c in data.get('categories', [])}
+        return categories, {Path(im['file_name']).stem: int(im['id']) for im in data['images']}
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise UserError(f"{anno_json}: not a COCO annotation file ({type(e).__name__}: {e}); 'images' entries "
+                        "need 'file_name' and an integer 'id', 'categories' entries 'name' and 'id'") from None
 
 
 def _load_json(path, what):
@@ -194,13 +200,7 @@ class CocoExport:
                             "anno_json or drop --save-json")
         class_map, image_ids, self.known_ids = None, None, None
         if self.anno.is_file():
-            try:  # parsed once here for names and ids; pycocotools reads it again to score
-                anno = json.loads(self.anno.read_text())
-                categories = {c["name"]: int(c["id"]) for c in anno.get("categories", [])}
-                image_ids = {Path(im["file_name"]).stem: int(im["id"]) for im in anno["images"]}
-            except (ValueError, KeyError, TypeError, AttributeError) as e:
-                raise UserError(f"{self.anno}: not a COCO annotation file ({type(e).__name__}: {e}); "
-                                "it needs 'images' with 'file_name' and 'id', and 'categories'") from None
+            categories, image_ids = annotation_tables(self.anno)  # pycocotools reads it again to score
             names = list(data.get("names") or [])
             if not is_coco and names and all(n in categories for n in names):
                 class_map = [categories[n] for n in names]
