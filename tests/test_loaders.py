@@ -68,6 +68,30 @@ def test_infinite_loader_keeps_workers_across_epochs(images):
         assert pids == [w.pid for w in loader.iterator._workers]
 
 
+
+def test_dropped_loader_ends_its_workers_at_once(images):
+    """The last reference gone, the loader is freed by reference counting (no cycle through its
+    sampler), so its workers are shut down through their queues, not after a 5 s join timeout each."""
+    import gc
+    import weakref
+    loader, _ = create_dataloader(str(images), 160, 4, 32, workers=2, rect=True, pad=0.5)
+    for _ in loader:
+        pass
+    if not loader.num_workers:
+        pytest.skip("one CPU: no loader workers")
+    workers = list(loader.iterator._workers)
+    ref = weakref.ref(loader)
+    gc.disable()
+    try:
+        del loader
+        assert ref() is None
+    finally:
+        gc.enable()
+    for w in workers:
+        w.join(timeout=3)
+    assert [w.exitcode for w in workers] == [0, 0]
+
+
 def epoch_orders(loader, epochs, start=0):
     """Image paths of each pass, with set_epoch called before each as the trainer does."""
     orders = []

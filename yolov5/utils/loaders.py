@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import weakref
 
 import cv2
 import numpy as np
@@ -75,8 +76,9 @@ class EpochDataLoader(_EpochOrderMixin, DataLoader):
 
 
 class _RepeatSampler:
-    """Yields the wrapped batch sampler's batches forever, epoch after epoch; `before_epoch(k)` runs
-    just before epoch k is drawn (the whole epoch at once, so its order is fixed at that moment)."""
+    """Yields the wrapped batch sampler's batches forever, epoch after epoch; `before_epoch()(k)` runs
+    just before epoch k is drawn (the whole epoch at once, so its order is fixed at that moment).
+    `before_epoch` is a weak method: it returns None once its loader is gone."""
 
     def __init__(self, sampler, before_epoch):
         self.sampler, self.before_epoch = sampler, before_epoch
@@ -85,9 +87,14 @@ class _RepeatSampler:
     def __iter__(self):
         epoch = self.first_epoch
         while True:
-            self.before_epoch(epoch)
+            self._prepare(epoch)
             yield from list(self.sampler)
             epoch += 1
+
+    def _prepare(self, epoch):
+        fix_order = self.before_epoch()  # a local here, not in the suspended generator: no strong ref
+        if fix_order is not None:
+            fix_order(epoch)
 
 
 class InfiniteDataLoader(_EpochOrderMixin, DataLoader):
@@ -97,7 +104,11 @@ class InfiniteDataLoader(_EpochOrderMixin, DataLoader):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        object.__setattr__(self, "batch_sampler", _RepeatSampler(self.batch_sampler, self._fix_epoch_order))
+        # A weak reference: a bound method would make loader <-> sampler a reference cycle, left to the
+        # cyclic collector, which may close the workers' queues before the iterator's shutdown uses
+        # them; each worker then waits out its 5 s join timeout.
+        object.__setattr__(self, "batch_sampler", _RepeatSampler(self.batch_sampler,
+                                                                  weakref.WeakMethod(self._fix_epoch_order)))
         self.iterator = None
 
     def __len__(self):
