@@ -23,9 +23,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from utils.augment_pack import collate_device  # noqa: E402
+from utils.data.augment_pack import collate_device  # noqa: E402
 from utils.datasets import LoadImagesAndLabels  # noqa: E402
-from utils.device_augment import augment_batch  # noqa: E402
+from utils.data.device_augment import augment_batch  # noqa: E402
 
 
 def worker_ms_per_image(ds, collate, batches, batch_size, seed=0):

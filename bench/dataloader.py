@@ -3,7 +3,7 @@ side by side in one run.
 
 Settings (v6.0 training defaults): img 640, batch 16, 2 loader workers, hyp.scratch.yaml (mosaic 1.0,
 HSV, fliplr 0.5, scale 0.5, translate 0.1), no image caching. Each side builds its training loader
-with its own create_dataloader (ours: utils.loaders; upstream: utils.datasets) in its own process, on
+with its own create_dataloader (ours: utils.data.loaders; upstream: utils.datasets) in its own process, on
 its own copy of the data folder, so each writes and reads its own label cache; building the loader
 (label cache included) and one warm-up pass (starts the loader workers, fills the OS file cache) are
 not timed. Then the sides take turns, `--rounds` times, alternating who goes first: each turn first
@@ -44,7 +44,7 @@ class Loader:
         with open(hyp) as f:
             self.hyp = yaml.safe_load(f)
         if flavour == "ours":
-            from utils.loaders import create_dataloader
+            from utils.data.loaders import create_dataloader
         else:
             from utils.datasets import create_dataloader
         self.args = (images, imgsz, batch_size, 32)

@@ -7,7 +7,7 @@ stand-in device (tests/standin_mlu, host memory) counts them exactly. This scrip
 reads the counters at the start of every training batch, and reports the steady state:
 iterations after --warmup, excluding the first iteration of each epoch (epoch start and end
 work: loader start, logs), the last one of the run, and the iterations where the loop refreshes
-its progress bar (utils/loop_monitor.py; here every --refresh-every iterations instead of about
+its progress bar (utils/training/loop_monitor.py; here every --refresh-every iterations instead of about
 once a second, so the count does not depend on the machine's speed). Refresh iterations are
 reported on their own.
 
@@ -80,13 +80,13 @@ def main(argv=None):
     os.environ["YOLOV5_STANDIN_MLU"] = "1"
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     sys.path[:0] = [str(YOLO_DIR)]
-    from utils.standin_device import load_standin_if_requested
+    from utils.device.standin_device import load_standin_if_requested
     load_standin_if_requested()
     import standin_mlu
     import train
-    from utils import loop_monitor
-    from utils.callbacks import Callbacks
-    from utils.demo_data import generate_demo_dataset
+    from utils.training import loop_monitor
+    from utils.training.callbacks import Callbacks
+    from utils.data.demo_data import generate_demo_dataset
 
     log = CounterLog(standin_mlu.counters)
     loop_monitor.FIXED_INTERVAL = args.refresh_every

@@ -4,7 +4,7 @@ upstream YOLOv5's, side by side in one run.
 Settings: yolov5n at 320 px, batch 16, one fixed batch, median of 10 timed iterations after 3 warm-up
 ones. The batch is the first 16 images (sorted by name) of the data folder, letterboxed square with
 their real labels. Each side trains with its own code: our trainer's CPU configuration
-(utils.cpu_speed.optimise_for_training, build_optimizer, ComputeLoss with scaled gains) against
+(utils.training.cpu_speed.optimise_for_training, build_optimizer, ComputeLoss with scaled gains) against
 upstream's Model and ComputeLoss with the optimizer train.py builds (SGD, Nesterov, three parameter
 groups, weight decay on the conv weights only). Both start from the same weights (ours are copied into
 upstream's model), so their first-step losses must agree; the script prints how far they differ.
@@ -56,9 +56,9 @@ class Step:
     def fixed_batch(self, data_dir):
         """(images (n, 3, s, s) float 0-1 RGB, targets (N, 6) normalised) built with our loader's pieces."""
         import torch
-        from utils.augmentations import letterbox
-        from utils.image_files import img2label_path, read_image
-        from utils.label_checks import parse_label_file
+        from utils.data.augmentations import letterbox
+        from utils.data.image_files import img2label_path, read_image
+        from utils.data.label_checks import parse_label_file
         files = sorted((Path(data_dir) / "images" / "train2017").glob("*.jpg"))[:self.batch_size]
         if len(files) < self.batch_size:
             raise SystemExit(f"need {self.batch_size} images in {data_dir}/images/train2017, found {len(files)}")
@@ -87,9 +87,9 @@ class Step:
         return True
 
     def _our_setup(self):
-        from utils.cpu_speed import optimise_for_training
-        from utils.loss import ComputeLoss, scale_loss_gains
-        from utils.optim import accumulate_steps, build_optimizer
+        from utils.training.cpu_speed import optimise_for_training
+        from utils.training.loss import ComputeLoss, scale_loss_gains
+        from utils.training.optim import accumulate_steps, build_optimizer
         if self.flavour == "ours":
             optimise_for_training(self.model, "cpu")
         self.model.hyp = scale_loss_gains(self.hyp, self.model.model[-1].nl, 80, self.imgsz)
@@ -99,7 +99,7 @@ class Step:
     def _upstream_setup(self):
         """What upstream train.py does before its loop, for this model and batch size."""
         import torch.nn as nn
-        from utils.loss import ComputeLoss
+        from utils.training.loss import ComputeLoss
         nl, hyp = self.model.model[-1].nl, dict(self.hyp)
         hyp["box"] *= 3 / nl
         hyp["cls"] *= 80 / 80 * 3 / nl

@@ -8,7 +8,7 @@ weights, and each side saves them as a checkpoint in its own format (fp16, as tr
 both validate the same weights and must report the same metrics and detections: the script prints
 both sides' metrics, the number of detections NMS kept and the sum of their confidences.
 
-Each side runs its own val.run (ours: utils.validator; upstream: val.py) in its own process, on its
+Each side runs its own val.run (ours: utils.evaluation.validator; upstream: val.py) in its own process, on its
 own copy of the data folder. One untimed run per side first (label cache, first-call set-up); then
 the sides take turns, `--rounds` times, alternating who goes first. A turn is one call of run(),
 timed whole (checkpoint load, loader start, inference, NMS, metrics), which is what a user waits
@@ -57,8 +57,8 @@ class Validation:
         self.model.names = names
         self.weights = self.workdir / f"{cfg}_init.pt"
         if flavour == "ours":
-            import utils.validator
-            self.run_fn = utils.validator.run
+            import utils.evaluation.validator
+            self.run_fn = utils.evaluation.validator.run
         else:
             import val
             self.run_fn = val.run
@@ -71,7 +71,7 @@ class Validation:
         import copy
         self.model.load_state_dict(state_dict)
         if self.flavour == "ours":
-            from utils.checkpoint import build_checkpoint, save_checkpoint
+            from utils.io.checkpoint import build_checkpoint, save_checkpoint
             save_checkpoint(build_checkpoint(self.model), self.weights)
         else:  # what upstream train.py stores: the whole model in fp16
             self.model.nc = 80
@@ -83,7 +83,7 @@ class Validation:
     def run(self):
         """One validation: (wall seconds, images, (P, R, mAP@.5, mAP@.5:.95), (pre, inf, NMS ms per image),
         (detections kept by NMS, sum of their confidences))."""
-        from utils.callbacks import Callbacks
+        from utils.training.callbacks import Callbacks
         detections = [0, 0.0]
 
         def count(pred, *_):  # on_val_image_end: both code bases call it with each image's detections

@@ -2,7 +2,7 @@
 
     python scripts/check_weights.py FILE [FILE ...]
 
-A file passes when utils.checkpoint.load_checkpoint reads it (no code from the file runs) and a
+A file passes when utils.io.checkpoint.load_checkpoint reads it (no code from the file runs) and a
 YOLOv5 model comes out of it. Each passing path is printed on stdout, one per line; the reason
 for each failure goes to stderr. Exit code 0 when all pass, 1 otherwise.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "yolov5"))  # the import root
 
-from utils.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
+from utils.io.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 

@@ -254,7 +254,7 @@ coco_labels_convert() {
     ensure_venv_python
     rm -rf "$tmp"
     log_info "converting $c/annotations/instances_$s.json to YOLO labels"
-    (cd "$ROOT/yolov5" && "$VENV_PY" -m utils.coco_convert --json "$c/annotations/instances_$s.json" \
+    (cd "$ROOT/yolov5" && "$VENV_PY" -m utils.data.coco_convert --json "$c/annotations/instances_$s.json" \
         --out "$tmp/labels" --list "$tmp/$s.txt") || die "label conversion of instances_$s.json failed"
     if [ -d "$c/labels/$s" ]; then
         log_warn "kept the existing $c/labels/$s (delete it to regenerate the labels)"

@@ -109,7 +109,7 @@ def fixture_manifest(fixtures_dir) -> dict:
 def upstream_state_dict(fixtures_dir) -> dict:
     """The fixture model's fp32 state dict. The in-repository set ships only the fp16 upstream checkpoint,
     whose weights are fp16-representable, so converting it back to fp32 is exact."""
-    from utils.checkpoint import load_checkpoint
+    from utils.io.checkpoint import load_checkpoint
     ckpt = load_checkpoint(fixtures_dir / "yolov5n_upstream_ckpt.pt")
     return {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].state_dict().items()}
 

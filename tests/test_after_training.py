@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from train_helpers import YOLO_DIR, OneThread, cli_env, train_args, train_in_process
-from utils.callbacks import Callbacks
-from utils.checkpoint import CHECKPOINT_KEYS, load_checkpoint, save_checkpoint
-from utils.demo_data import NAMES, generate_demo_dataset
-from utils.train_imgsz import TRAIN_IMGSZ_KEY
-from utils.validator import HEADER
+from utils.training.callbacks import Callbacks
+from utils.io.checkpoint import CHECKPOINT_KEYS, load_checkpoint, save_checkpoint
+from utils.data.demo_data import NAMES, generate_demo_dataset
+from utils.io.train_imgsz import TRAIN_IMGSZ_KEY
+from utils.evaluation.validator import HEADER
 
 TRAIN_IMG = 96
 TRAINED_AT = "image size 96, the size these weights were trained at (from the checkpoint)"
@@ -153,8 +153,8 @@ def test_header_on_a_terminal(demo_yaml, tmp_path, monkeypatch, verbose):
     """The trainer's validation on a terminal: the final one (verbose) keeps the header line on screen,
     the per-epoch ones clear their bar."""
     from models.yolo import Model
-    from utils.loaders import create_dataloader
-    from utils.validator import run as validate
+    from utils.data.loaders import create_dataloader
+    from utils.evaluation.validator import run as validate
 
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)

@@ -1,10 +1,10 @@
-"""utils/amp_check.py: fp32 vs autocast on the stand-in mlu device; a model that breaks under autocast
+"""utils/training/amp_check.py: fp32 vs autocast on the stand-in mlu device; a model that breaks under autocast
 makes training fall back to fp32 with one warning."""
 import logging
 
 import torch
 
-from utils.amp_check import amp_outputs_agree, check_amp
+from utils.training.amp_check import amp_outputs_agree, check_amp
 
 
 class BreaksUnderAutocast(torch.nn.Module):
@@ -20,7 +20,7 @@ class BreaksUnderAutocast(torch.nn.Module):
 def test_yolov5n_agrees_under_mlu_autocast_and_keeps_training_mode(standin_mlu, monkeypatch):
     monkeypatch.setenv("YOLOV5_STANDIN_MLU", "1")
     from models.yolo import Model
-    from utils.devices import select_device
+    from utils.device.devices import select_device
     dev = select_device("mlu", log=False)
     torch.manual_seed(0)
     model = dev.move(Model("yolov5n.yaml", nc=6)).train()
@@ -31,7 +31,7 @@ def test_yolov5n_agrees_under_mlu_autocast_and_keeps_training_mode(standin_mlu, 
 
 def test_disagreement_gives_one_warning_and_false(standin_mlu, caplog, monkeypatch):
     monkeypatch.setenv("YOLOV5_STANDIN_MLU", "1")
-    from utils.devices import select_device
+    from utils.device.devices import select_device
     dev = select_device("mlu", log=False)
     with caplog.at_level(logging.WARNING, logger="yolov5"):
         assert check_amp(BreaksUnderAutocast(), dev) is False
@@ -41,9 +41,9 @@ def test_disagreement_gives_one_warning_and_false(standin_mlu, caplog, monkeypat
 
 def test_training_falls_back_to_fp32_when_the_check_fails(standin_mlu, monkeypatch, tmp_path, capsys):
     """--pyamp on mlu with a failing check: one warning, and the scaler stays off (fp32 training)."""
-    from utils import amp_check, trainer
-    from utils.callbacks import Callbacks
-    from utils.demo_data import generate_demo_dataset
+    from utils.training import amp_check, trainer
+    from utils.training.callbacks import Callbacks
+    from utils.data.demo_data import generate_demo_dataset
 
     from train_helpers import OneThread, train_in_process
     monkeypatch.setenv("YOLOV5_STANDIN_MLU", "1")

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from utils.augmentations import (Albumentations, augment_hsv, box_candidates, cutout, letterbox, mixup,
+from utils.data.augmentations import (Albumentations, augment_hsv, box_candidates, cutout, letterbox, mixup,
                                  perspective_matrix, random_perspective, transform_labels, translation_matrix,
                                  warp_image, warp_into)
 

@@ -9,8 +9,8 @@ import torch.nn as nn
 from PIL import Image
 
 import models.yolo as yolo
-import utils.autoanchor as autoanchor
-from utils.autoanchor import anchor_metrics, check_anchors, kmean_anchors, label_wh
+import utils.training.autoanchor as autoanchor
+from utils.training.autoanchor import anchor_metrics, check_anchors, kmean_anchors, label_wh
 
 P5_ANCHORS = [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119], [116, 90, 156, 198, 373, 326]]
 

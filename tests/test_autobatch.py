@@ -1,15 +1,15 @@
-"""utils/autobatch.py: --batch-size -1 from measured peak memory, on the stand-in mlu with a pretend capacity."""
+"""utils/training/autobatch.py: --batch-size -1 from measured peak memory, on the stand-in mlu with a pretend capacity."""
 import dataclasses
 import logging
 
 import pytest
 import torch
 
-from utils.autobatch import autobatch, measure_peaks
+from utils.training.autobatch import autobatch, measure_peaks
 
 
 def _mlu(monkeypatch, capacity):
-    from utils.devices import DeviceProps, select_device
+    from utils.device.devices import DeviceProps, select_device
     monkeypatch.setenv("YOLOV5_STANDIN_MLU", "1")
     dev = select_device("mlu", log=False)
     return dataclasses.replace(dev, props=(DeviceProps(0, "standin-mlu", capacity),))
@@ -34,7 +34,7 @@ def test_picks_the_batch_where_measured_memory_meets_the_fraction(standin_mlu, m
 
 
 def test_cpu_uses_16_with_a_warning(caplog):
-    from utils.devices import select_device
+    from utils.device.devices import select_device
     with caplog.at_level(logging.WARNING, logger="yolov5"):
         assert autobatch(torch.nn.Identity(), select_device("cpu", log=False), 64) == 16
     assert "needs an accelerator" in caplog.text

@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from train_helpers import COCO_NAMES, YOLO_DIR, OneThread, cli_env, train_in_process
-from utils.checkpoint import build_checkpoint, save_checkpoint
+from utils.io.checkpoint import build_checkpoint, save_checkpoint
 
 IMG = "48"  # smallest size the stride-32 models take (rounded up to 64); keeps every run quick
 

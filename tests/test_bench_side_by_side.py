@@ -38,7 +38,7 @@ def test_upstream_that_is_not_a_checkout_is_one_line_and_exit_2(script, tmp_path
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2
     assert run.stderr.strip() == (f"--upstream {tmp_path}: not a YOLOv5 checkout (missing val.py, models/yolo.py, "
-                                  f"utils/datasets.py, utils/loss.py, utils/general.py); pass the folder that holds "
+                                  f"utils/datasets.py, utils/training/loss.py, utils/general.py); pass the folder that holds "
                                   f"upstream's train.py")
 
 

@@ -1,7 +1,7 @@
 """utils/callbacks.Callbacks: v6.0 hook names, registration order, clear errors."""
 import pytest
 
-from utils.callbacks import HOOKS, Callbacks
+from utils.training.callbacks import HOOKS, Callbacks
 
 V6_HOOKS = ["on_pretrain_routine_start", "on_pretrain_routine_end", "on_train_start", "on_train_epoch_start",
             "on_train_batch_start", "optimizer_step", "on_before_zero_grad", "on_train_batch_end",

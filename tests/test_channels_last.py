@@ -1,6 +1,6 @@
 """--channels-last: model and training batches in NHWC on an accelerator (stand-in mlu); ignored on CPU."""
 from train_helpers import OneThread, make_data_yaml, train_args, train_in_process
-from utils.callbacks import Callbacks
+from utils.training.callbacks import Callbacks
 
 
 def _run(tmp_path, real_images_dir, device, monkeypatch):

@@ -13,11 +13,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from utils import checkpoint as ckpt_mod
-from utils.checkpoint import (build_checkpoint, load_checkpoint, model_from_checkpoint,
+from utils.io import checkpoint as ckpt_mod
+from utils.io.checkpoint import (build_checkpoint, load_checkpoint, model_from_checkpoint,
                               save_checkpoint, strip_optimizer)
 from utils.errors import UserError
-from utils.safe_pickle import SAFE_PICKLE_MODULE
+from utils.io.safe_pickle import SAFE_PICKLE_MODULE
 
 UNTRUSTED_HINT = "Do not load files from untrusted sources"
 
@@ -265,7 +265,7 @@ def test_missing_model_class_is_reported_as_version_mismatch(tmp_path):
 
 def test_later_upstream_class_name_maps_to_ours():
     from models.yolo import Model
-    from utils.safe_pickle import resolve_global
+    from utils.io.safe_pickle import resolve_global
 
     assert resolve_global("models.yolo", "DetectionModel") is Model  # v7.0's name for Model
     assert resolve_global("__builtin__", "set") is set

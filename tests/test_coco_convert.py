@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from utils.coco_convert import convert_coco_json, main
-from utils.coco_json import COCO80_TO_COCO91
+from utils.data.coco_convert import convert_coco_json, main
+from utils.evaluation.coco_json import COCO80_TO_COCO91
 from utils.errors import UserError
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.coco_json import COCO80_TO_COCO91, CocoPredictionWriter, coco80_to_coco91_class, evaluate_coco_json, \
+from utils.evaluation.coco_json import COCO80_TO_COCO91, CocoPredictionWriter, coco80_to_coco91_class, evaluate_coco_json, \
     image_ids_from_annotations
 from utils.errors import UserError
 

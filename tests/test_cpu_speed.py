@@ -1,4 +1,4 @@
-"""utils.cpu_speed: the CPU training speed-up removes page faults, changes no number, and only
+"""utils.training.cpu_speed: the CPU training speed-up removes page faults, changes no number, and only
 applies to the CPU.
 
 The allocator setting is process-wide and permanent, so the checks that switch it run in a
@@ -13,8 +13,8 @@ import textwrap
 import pytest
 import torch
 
-import utils.cpu_speed as cpu_speed
-from utils.devices import select_device
+import utils.training.cpu_speed as cpu_speed
+from utils.device.devices import select_device
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
@@ -27,12 +27,12 @@ CHILD = textwrap.dedent("""
     from pathlib import Path
     import numpy as np, torch, yaml
     from models.yolo import Model
-    from utils.augmentations import letterbox
-    from utils.cpu_speed import keep_freed_memory, optimise_for_training
-    from utils.image_files import img2label_path, read_image
-    from utils.label_checks import parse_label_file
-    from utils.loss import ComputeLoss, scale_loss_gains
-    from utils.optim import build_optimizer
+    from utils.data.augmentations import letterbox
+    from utils.training.cpu_speed import keep_freed_memory, optimise_for_training
+    from utils.data.image_files import img2label_path, read_image
+    from utils.data.label_checks import parse_label_file
+    from utils.training.loss import ComputeLoss, scale_loss_gains
+    from utils.training.optim import build_optimizer
 
     coco, yolo = Path(sys.argv[1]), Path(sys.argv[2])
     torch.set_num_threads(1)
@@ -105,7 +105,7 @@ def test_training_step_is_bit_identical(child_run):
     assert len(items) == 3 and all(v > 0 for v in items)  # box, obj, cls of a real batch
     assert child_run["loss_equal"] is True
     assert child_run["params_equal"] is True  # weights after one SGD step, every parameter
-    assert child_run["channels_last"] == 0  # the layout is left alone (see utils/cpu_speed.py)
+    assert child_run["channels_last"] == 0  # the layout is left alone (see utils/training/cpu_speed.py)
 
 
 @pytest.mark.parametrize("device", ["cuda:0", "0", "mlu", "mlu:1", "", torch.device("cuda", 0)])
@@ -122,7 +122,7 @@ def test_cpu_gets_the_setting(device, monkeypatch):
     calls = []
     monkeypatch.setattr(cpu_speed, "keep_freed_memory", lambda: calls.append(1) or True)
     if device == "device-object":
-        device = select_device("cpu", log=False)  # utils.devices.Device, what the trainer holds
+        device = select_device("cpu", log=False)  # utils.device.devices.Device, what the trainer holds
     model = torch.nn.Conv2d(3, 4, 3)
     weight = model.weight.detach().clone()
     assert cpu_speed.optimise_for_training(model, device) is model
@@ -134,7 +134,7 @@ def test_mlu_device_object_is_left_alone(monkeypatch):
     calls = []
     monkeypatch.setattr(cpu_speed, "keep_freed_memory", lambda: calls.append(1) or True)
 
-    class MluDevice:  # the attribute the trainer's utils.devices.Device carries
+    class MluDevice:  # the attribute the trainer's utils.device.devices.Device carries
         kind = "mlu"
 
     model = torch.nn.Linear(2, 2)

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from utils.cli import set_logging
-from utils.data_config import DATA_DIR, load_data_config, resolve_data_file
+from utils.data.data_config import DATA_DIR, load_data_config, resolve_data_file
 from utils.errors import UserError
 
 

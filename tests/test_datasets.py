@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from utils import image_cache
-from utils.detection_dataset import LoadImagesAndLabels, rect_batch_shapes
+from utils.data import image_cache
+from utils.data.detection_dataset import LoadImagesAndLabels, rect_batch_shapes
 from utils.errors import UserError
-from utils.mosaic import load_mosaic
+from utils.data.mosaic import load_mosaic
 
 
 pytestmark = pytest.mark.usefixtures("user_cache")  # caches stay in tmp_path

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
-from utils.demo_data import (DEFAULT_DIR, HUES, NAMES, YAML_NAME, ensure_demo_dataset, generate_demo_dataset,
+from utils.data.demo_data import (DEFAULT_DIR, HUES, NAMES, YAML_NAME, ensure_demo_dataset, generate_demo_dataset,
                              label_text, main, render_image)
 from utils.errors import UserError
 

@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from models.experimental import attempt_load
-from utils.augmentations import letterbox
+from utils.data.augmentations import letterbox
 from utils.boxes import scale_coords, xyxy2xywh
-from utils.checkpoint import load_checkpoint
-from utils.nms import non_max_suppression
+from utils.io.checkpoint import load_checkpoint
+from utils.evaluation.nms import non_max_suppression
 
 IMGSZ = 256
 CONF, IOU, CLASSES = 0.9, 0.45, (0, 5)
@@ -252,7 +252,7 @@ def test_missing_source_is_a_one_line_error(repo_root, weights, tmp_path):
 
 def test_stream_sources_that_cannot_open_are_user_errors(tmp_path):
     from utils.errors import UserError
-    from utils.stream_sources import LoadStreams
+    from utils.inference.stream_sources import LoadStreams
 
     with pytest.raises(UserError, match="stream list file not found"):
         LoadStreams(str(tmp_path / "none.txt"))
@@ -270,13 +270,13 @@ def test_stream_sources_that_cannot_open_are_user_errors(tmp_path):
                                           ("https://host/a.jpg", "url-file"), ("data/images", "files"),
                                           ("clip.mp4", "files"), ("imgs/*.jpg", "files")])
 def test_source_kind(source, kind):
-    from utils.detector import source_kind
+    from utils.inference.detector import source_kind
 
     assert source_kind(source) == kind
 
 
 def test_display_check_without_display(monkeypatch):
-    from utils.detector import display_unavailable_reason
+    from utils.inference.detector import display_unavailable_reason
 
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)

@@ -7,9 +7,9 @@ import torch
 
 import detect
 from train_helpers import OneThread
-from utils.checkpoint import build_checkpoint, save_checkpoint
-from utils.demo_data import generate_demo_dataset
-from utils.detector import draw_and_crop
+from utils.io.checkpoint import build_checkpoint, save_checkpoint
+from utils.data.demo_data import generate_demo_dataset
+from utils.inference.detector import draw_and_crop
 from utils.plots import auto_line_width, class_colour, draw_box
 
 

@@ -17,11 +17,11 @@ import torch
 import yaml
 
 from train_helpers import YOLO_DIR, train_args, train_in_process
-from utils.augment_pack import AugmentBatch, collate_device
-from utils.detection_dataset import LoadImagesAndLabels
-from utils.device_augment import augment_batch
+from utils.data.augment_pack import AugmentBatch, collate_device
+from utils.data.detection_dataset import LoadImagesAndLabels
+from utils.data.device_augment import augment_batch
 from utils.errors import UserError
-from utils.loaders import create_dataloader
+from utils.data.loaders import create_dataloader
 
 IMG = 128
 HYP = yaml.safe_load((YOLO_DIR / "data" / "hyps" / "hyp.scratch.yaml").read_text())
@@ -121,8 +121,8 @@ DDP_RECORDER = textwrap.dedent("""
     sys.path.insert(0, {yolo_dir!r})
     import torch
     import train
-    from utils.callbacks import Callbacks
-    from utils.parallel import de_parallel
+    from utils.training.callbacks import Callbacks
+    from utils.device.parallel import de_parallel
 
     rank, seen = int(os.environ["RANK"]), {{"batches": []}}
     callbacks = Callbacks()
@@ -146,8 +146,8 @@ def test_two_rank_ddp_training_with_device_augmentation(tmp_path, real_images_di
     weights, results.csv holds both epochs with finite losses, and every batch of every rank has the
     boxes, classes and (within interpolation) pixels the CPU path draws for the same seed, epoch and rank."""
     from train_helpers import cli_env, make_data_yaml
-    from utils.results_log import read_results
-    from utils.seeds import epoch_seed
+    from utils.training.results_log import read_results
+    from utils.training.seeds import epoch_seed
     seed, nb = 3, 2  # 8 images, 4 per rank, batches of 2 per rank
     data = make_data_yaml(tmp_path, real_images_dir, n=8)
     script = tmp_path / "ddp_record.py"

@@ -19,9 +19,10 @@ import torch
 import torch.distributed as dist
 
 from mlu_double import MluDouble
-from utils import devices, torch_utils
-from utils.device_spec import launch_env, parse_device, visible_devices
-from utils.devices import Device, select_device
+from utils import torch_utils
+from utils.device import devices
+from utils.device.device_spec import launch_env, parse_device, visible_devices
+from utils.device.devices import Device, select_device
 from utils.errors import UserError, exit_on_user_error
 
 ENV_VARS = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "CUDA_VISIBLE_DEVICES",
@@ -173,7 +174,7 @@ def test_cpu_stopwatch_measures_host_time():
 
 
 def test_seed_touches_only_device_generators(monkeypatch):
-    """Host generators and cuDNN flags belong to utils/seeds.py; Device.seed must not reset them."""
+    """Host generators and cuDNN flags belong to utils/training/seeds.py; Device.seed must not reset them."""
     torch.backends.cudnn.deterministic = True
     state = torch.get_rng_state()
     select_device("cpu", log=False).seed(7)
@@ -312,7 +313,7 @@ def test_mlu_without_torch_mlu(no_cuda):
 
 def test_cli_exits_2_without_traceback(tmp_path, repo_root):
     script = ("from utils.errors import exit_on_user_error\n"
-              "from utils.devices import select_device\n"
+              "from utils.device.devices import select_device\n"
               "exit_on_user_error(lambda: select_device('mlu'))()\n")
     env = dict(os.environ, PYTHONPATH=str(repo_root / "yolov5"), CUDA_VISIBLE_DEVICES="")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
@@ -521,8 +522,8 @@ def test_validator_runs_nms_on_the_postprocess_device(repo_root, real_images_dir
     No second real device exists here, so a CPU Device whose post-processing device is 'meta'
     shows that the validator moves predictions to whatever the device layer names."""
     from models.yolo import Model
-    from utils import validator
-    from utils.loaders import create_dataloader
+    from utils.evaluation import validator
+    from utils.data.loaders import create_dataloader
 
     class PostprocessOnMeta(Device):
         @property
@@ -555,7 +556,7 @@ def test_validator_runs_nms_on_the_postprocess_device(repo_root, real_images_dir
 def test_checkpoints_load_on_cpu_then_move(upstream_checkpoint, monkeypatch):
     """Every checkpoint load maps to CPU first (as Cambricon's MLU port does), then moves to the target."""
     from models.experimental import attempt_load
-    from utils import checkpoint
+    from utils.io import checkpoint
 
     asked = []
     real_load = torch.load
@@ -611,7 +612,7 @@ def test_registered_backend_in_subprocess(repo_root):
     script = r"""
 import json, torch
 from mlu_double import MluDouble
-from utils.devices import select_device
+from utils.device.devices import select_device
 double = MluDouble(api="2.x", device_count=2, register_backend=True).install()
 dev = select_device("mlu:1", log=False)
 out = {"device": str(dev.torch_device), "post": str(dev.postprocess_device)}

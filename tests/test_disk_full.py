@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from train_helpers import YOLO_DIR, cli_env, make_data_yaml, train_args
-from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.io.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import UserError
-from utils.results_log import append_results, read_results
+from utils.training.results_log import append_results, read_results
 
 
 @contextlib.contextmanager
@@ -105,7 +105,7 @@ def test_train_under_a_file_size_limit_stops_with_one_line_and_exit_2(tmp_path, 
 
 def test_a_failed_rewrite_keeps_the_old_run_file(tmp_path):
     """opt.yaml is rewritten when a run resumes: a full disk then must not leave it empty."""
-    from utils.disk_writes import write_text
+    from utils.io.disk_writes import write_text
     opt_yaml = tmp_path / "opt.yaml"
     write_text(opt_yaml, "epochs: 3\n")
     with file_size_limit(20), pytest.raises(UserError) as e:

@@ -1,4 +1,4 @@
-"""utils/dist_val.py: validation split over 2 ranks (gloo) gives exactly the metrics of one process.
+"""utils/evaluation/dist_val.py: validation split over 2 ranks (gloo) gives exactly the metrics of one process.
 
 The detector is a lookup from each letterboxed image to its ground truth, disturbed (moved,
 rescaled, random confidences, some wrong classes, some dropped), so the metrics are far from both 0
@@ -25,7 +25,7 @@ BATCH = 3  # 16 images: 6 batches, the last one short; 3 per rank
 
 
 def _loader(images_dir):
-    from utils.loaders import create_dataloader
+    from utils.data.loaders import create_dataloader
     return create_dataloader(str(images_dir), 320, BATCH, 32, pad=0.5, rect=True, workers=0, nc=NC,
                              prefix="val: ")[0]
 
@@ -66,14 +66,14 @@ class LookupDetector(nn.Module):
 
 
 def _validate(images_dir, dataloader=None):
-    from utils.validator import run
+    from utils.evaluation.validator import run
     loader = _loader(images_dir)
     data = {"nc": NC, "names": yaml.safe_load((YOLO_DIR / "data" / "coco128.yaml").read_text())["names"]}
     return run(data, model=LookupDetector(loader), dataloader=dataloader or loader, device="cpu", plots=False)
 
 
 def _rank(rank, world, init, images_dir, out):
-    from utils.dist_val import shard_loader
+    from utils.evaluation.dist_val import shard_loader
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
         shard = shard_loader(_loader(images_dir), rank, world)
@@ -102,7 +102,7 @@ def test_two_ranks_validate_exactly_as_one(tmp_path, real_images_dir):
 
 
 def test_sharded_batches_cover_the_set_once():
-    from utils.dist_val import ShardedBatchSampler
+    from utils.evaluation.dist_val import ShardedBatchSampler
     shards = [list(ShardedBatchSampler(16, 3, r, 3)) for r in range(3)]
     assert [len(s) for s in shards] == [2, 2, 2]
     assert sorted(i for s in shards for b in s for i in b) == list(range(16))

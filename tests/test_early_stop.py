@@ -3,7 +3,7 @@ import logging
 
 import pytest
 
-from utils.early_stop import EarlyStopping
+from utils.training.early_stop import EarlyStopping
 
 
 def run(stopper, fitnesses):

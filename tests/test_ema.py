@@ -6,8 +6,8 @@ import torch
 import torch.nn as nn
 
 import models.yolo as yolo
-from utils.ema import EMA_ATTRIBUTES, ModelEMA
-from utils.parallel import de_parallel, is_parallel
+from utils.training.ema import EMA_ATTRIBUTES, ModelEMA
+from utils.device.parallel import de_parallel, is_parallel
 
 
 def tiny_model(seed=0):

@@ -5,7 +5,7 @@ import yaml
 from PIL import Image
 
 from utils.errors import UserError
-from utils.evolve import (META, RESULT_COLUMNS, clip_to_limits, evolve_generation, evolve_meta, mutate,
+from utils.training.evolve import (META, RESULT_COLUMNS, clip_to_limits, evolve_generation, evolve_meta, mutate,
                           plot_evolve, prepare_hyp, read_evolve_csv, record_generation, select_parent)
 
 # hyp.scratch.yaml (v6.0 default), in file order

@@ -1,7 +1,7 @@
 """export.py: TorchScript and ONNX exports agree with the PyTorch model they came from.
 
 Run as a user would (`python export.py ...` from yolov5/). Two checkpoints:
-* one of ours (Model('yolov5n.yaml'), seeded default init, saved by utils.checkpoint): a well-conditioned
+* one of ours (Model('yolov5n.yaml'), seeded default init, saved by utils.io.checkpoint): a well-conditioned
   network, so exports must match PyTorch within 1e-4;
 * the upstream-format fixture (random weights): its activations reach ~200 before the head, so float32
   rounding alone moves boxes by ~0.1 px (measured against float64). There the export must be as exact as
@@ -22,9 +22,9 @@ import torch
 
 from models.experimental import attempt_load
 from models.yolo import Model
-from utils.checkpoint import build_checkpoint, save_checkpoint
+from utils.io.checkpoint import build_checkpoint, save_checkpoint
 from utils.cli import set_logging
-from utils.exporter import simplify_onnx
+from utils.inference.exporter import simplify_onnx
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 

@@ -10,9 +10,9 @@ import textwrap
 import time
 
 from train_helpers import RANK_LAUNCHER, YOLO_DIR, cli_env, free_port, make_data_yaml, train_args
-from utils.checkpoint import load_checkpoint
-from utils.results_log import read_results
-from utils.train_state import resume_start_epoch
+from utils.io.checkpoint import load_checkpoint
+from utils.training.results_log import read_results
+from utils.training.train_state import resume_start_epoch
 
 # train.main with a callback that prints a marker at a chosen hook and pauses there, so the test can
 # signal the group while the run is in that phase (training batch or validation batch).
@@ -20,7 +20,7 @@ WRAPPER = textwrap.dedent("""
     import os, sys, time
     sys.path.insert(0, {yolo_dir!r})
     import train
-    from utils.callbacks import Callbacks
+    from utils.training.callbacks import Callbacks
 
     hook = os.environ["MARK_HOOK"]
     callbacks, calls = Callbacks(), []
@@ -118,7 +118,7 @@ def test_group_signals_in_training_and_validation_with_workers(tmp_path, real_im
 EXIT_WITH_LIVE_ITERATOR = textwrap.dedent("""
     import sys
     sys.path.insert(0, {yolo_dir!r})
-    from utils.loaders import create_dataloader
+    from utils.data.loaders import create_dataloader
 
     loader, dataset = create_dataloader({images!r}, 64, 2, 32, augment=False, workers=2, image_weights=True)
     batches = iter(loader)
@@ -141,7 +141,7 @@ def test_a_forwarded_duplicate_signal_is_one_request_a_later_repeat_stops_at_onc
     REPEAT_WINDOW_S is the same request; after it, a repeat means "stop at once"."""
     import pytest
 
-    from utils.train_interrupts import REPEAT_WINDOW_S, StopRequest, stop_on_signals
+    from utils.training.train_interrupts import REPEAT_WINDOW_S, StopRequest, stop_on_signals
     request = StopRequest()
     with stop_on_signals(request):
         os.kill(os.getpid(), signal.SIGTERM)
@@ -216,8 +216,8 @@ def test_ddp_validation_asks_only_in_the_batches_every_shard_has():
     `agreed_batches` batches only, so a rank's extra batch never waits for a peer that has finished."""
     import pytest
 
-    from utils.callbacks import Callbacks
-    from utils.train_interrupts import ValidationAbandoned, abandon_validation_on_stop
+    from utils.training.callbacks import Callbacks
+    from utils.training.train_interrupts import ValidationAbandoned, abandon_validation_on_stop
     votes, others_want = [], [False, False, False]
 
     def agree(flag):  # the peers' votes for batches 0, 1, ...

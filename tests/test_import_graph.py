@@ -143,12 +143,12 @@ def _cycle_in(graph, component):
 def test_project_modules_are_found():
     modules = project_modules()
     for name in ("train", "val", "detect", "export", "models", "models.yolo", "models.experimental",
-                 "utils", "utils.checkpoint", "utils.datasets", "utils.loaders", "utils_mlu.metric"):
+                 "utils", "utils.io.checkpoint", "utils.datasets", "utils.data.loaders", "utils_mlu.metric"):
         assert name in modules, name
     graph = import_graph()
     assert "models.yolo" in graph["train"] or "models.yolo" in sum((graph[m] for m in graph["train"]), [])
     assert "utils.errors" in graph["utils_mlu.metric"]  # an import inside try/except counts
-    assert "utils.loaders" in graph["utils.trainer"]  # an import inside a method counts
+    assert "utils.data.loaders" in graph["utils.training.trainer"]  # an import inside a method counts
 
 
 def test_no_import_cycles():

@@ -23,8 +23,8 @@ import textwrap
 import pytest
 
 from train_helpers import YOLO_DIR, cli_env, make_data_yaml, train_args
-from utils.checkpoint import load_checkpoint
-from utils.results_log import read_results
+from utils.io.checkpoint import load_checkpoint
+from utils.training.results_log import read_results
 
 EPOCHS, BATCHES = 4, 2  # 8 images, batch 4; validation is one batch of 8
 HOOKS = {"batch": "on_train_batch_end", "val": "on_val_batch_end", "csv": "on_fit_epoch_end",
@@ -61,7 +61,7 @@ WRAPPER = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {yolo_dir!r})
     import train
-    from utils.callbacks import Callbacks
+    from utils.training.callbacks import Callbacks
 
     site, target, hits = os.environ["KILL_SITE"], int(os.environ["KILL_N"]), []
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils import label_cache
-from utils.detection_dataset import LoadImagesAndLabels
+from utils.data import label_cache
+from utils.data.detection_dataset import LoadImagesAndLabels
 from utils.errors import UserError
-from utils.image_files import img2label_path, list_files, read_image
-from utils.label_cache import scan_labels
+from utils.data.image_files import img2label_path, list_files, read_image
+from utils.data.label_cache import scan_labels
 
 NON_UTF8 = os.fsdecode(b"caf\xe9_latin1")  # a file name that is not valid UTF-8
 

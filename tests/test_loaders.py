@@ -12,7 +12,7 @@ from torch.utils.data import DistributedSampler
 
 from utils.datasets import LoadImages, create_dataloader  # upstream import paths
 from utils.errors import UserError
-from utils.loaders import (EpochDataLoader, InfiniteDataLoader, labels_to_class_weights, update_image_weights,
+from utils.data.loaders import (EpochDataLoader, InfiniteDataLoader, labels_to_class_weights, update_image_weights,
                            worker_count)
 
 

@@ -1,4 +1,4 @@
-"""utils/loop_monitor.py: running losses and the non-finite flag kept on the device and read back only
+"""utils/training/loop_monitor.py: running losses and the non-finite flag kept on the device and read back only
 at refresh points; under DDP the refresh agrees on losses (rank mean), flags and the next refresh."""
 import math
 
@@ -7,10 +7,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from utils import loop_monitor
-from utils.devices import select_device
-from utils.loop_monitor import LoopMonitor
-from utils.parallel import grad_sync
+from utils.training import loop_monitor
+from utils.device.devices import select_device
+from utils.training.loop_monitor import LoopMonitor
+from utils.device.parallel import grad_sync
 
 
 def _cpu():

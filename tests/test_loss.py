@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from models.yolo import Model
 from utils.errors import UserError
-from utils.loss import ComputeLoss, FocalLoss, scale_loss_gains, smooth_BCE
+from utils.training.loss import ComputeLoss, FocalLoss, scale_loss_gains, smooth_BCE
 
 # data/hyps/hyp.scratch.yaml loss entries (as upstream v6.0 ships them), unscaled
 SCRATCH = dict(box=0.05, cls=0.5, cls_pw=1.0, obj=1.0, obj_pw=1.0, iou_t=0.2, anchor_t=4.0, fl_gamma=0.0)

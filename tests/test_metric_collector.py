@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mlu_double import MluDouble
-from utils.devices import select_device
+from utils.device.devices import select_device
 from utils.errors import UserError
 from utils_mlu import metric
 from utils_mlu.metric import MetricCollector, load_log_fields, read_platform_name
@@ -307,7 +307,7 @@ class _QueuedEvent:
 
 
 def test_deferred_laps_read_finished_intervals_in_order_and_wait_once():
-    from utils.device_timing import DeferredLaps
+    from utils.device.device_timing import DeferredLaps
     _QueuedEvent.device_done = _QueuedEvent.recorded = 0
     laps = DeferredLaps(_QueuedEvent)
     for _ in range(3):

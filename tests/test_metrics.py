@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from utils.boxes import xywhn2xyxy
-from utils.coco_json import CocoPredictionWriter, coco80_to_coco91_class, evaluate_coco_json, \
+from utils.evaluation.coco_json import CocoPredictionWriter, coco80_to_coco91_class, evaluate_coco_json, \
     image_ids_from_annotations
-from utils.metrics import ConfusionMatrix, ap_per_class, box_iou, compute_ap, fitness, match_predictions, \
+from utils.evaluation.metrics import ConfusionMatrix, ap_per_class, box_iou, compute_ap, fitness, match_predictions, \
     smooth, summarize_stats
 
 IOUV = torch.linspace(0.5, 0.95, 10)

@@ -124,7 +124,7 @@ torch.set_num_threads(2)
 from models.yolo import Model
 fx = sys.argv[1]
 io = np.load(fx + '/yolov5n_io.npz')
-from utils.checkpoint import load_checkpoint
+from utils.io.checkpoint import load_checkpoint
 sd = {k: v.float() if v.is_floating_point() else v
       for k, v in load_checkpoint(fx + '/yolov5n_upstream_ckpt.pt')['model'].state_dict().items()}
 x = torch.from_numpy(io['x'])

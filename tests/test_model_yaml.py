@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-import utils.model_files as model_files
+import utils.io.model_files as model_files
 from models.yolo import Model
 from utils.errors import UserError
-from utils.model_files import find_yaml
+from utils.io.model_files import find_yaml
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_suffix_and_url_are_rejected():
 def test_weights_by_bare_name_come_from_the_prepare_folders(tmp_path, monkeypatch, upstream_checkpoint):
     """--weights yolov5s.pt (v6.0's default, which v6.0 downloaded) is looked up where prepare.sh puts
     weights: $MODEL_ROOT, then <repo>/yolov5_model. Paths with another folder are never redirected."""
-    from utils.model_files import find_weights
+    from utils.io.model_files import find_weights
     root = tmp_path / "models_root"
     root.mkdir()
     (root / "yolov5s.pt").write_bytes(upstream_checkpoint.read_bytes())

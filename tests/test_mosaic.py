@@ -5,11 +5,11 @@ import cv2
 import numpy as np
 import pytest
 
-from utils import mosaic
-from utils.augmentations import random_perspective
+from utils.data import mosaic
+from utils.data.augmentations import random_perspective
 from utils.boxes import xywhn2xyxy
-from utils.detection_dataset import LoadImagesAndLabels
-from utils.mosaic import load_mosaic, paste_scaled, tile_placement
+from utils.data.detection_dataset import LoadImagesAndLabels
+from utils.data.mosaic import load_mosaic, paste_scaled, tile_placement
 
 
 pytestmark = pytest.mark.usefixtures("user_cache")  # caches stay in tmp_path

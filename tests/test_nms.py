@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-import utils.nms as nms_module
-from utils.nms import non_max_suppression, time_budget_s
+import utils.evaluation.nms as nms_module
+from utils.evaluation.nms import non_max_suppression, time_budget_s
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def _assert_same_detections(ours, ref, exact=False):
 
 
 def _reference_nms(image_pred, conf_thres, iou_thres, multi_label=True, agnostic=False, max_det=300):
-    """Plain greedy NMS in float64, written independently of utils.nms (no truncation: small inputs only)."""
+    """Plain greedy NMS in float64, written independently of utils.evaluation.nms (no truncation: small inputs only)."""
     p = image_pred.numpy().astype(np.float64)
     p = p[p[:, 4] > conf_thres]
     scores = p[:, 5:] * p[:, 4:5]
@@ -155,7 +155,7 @@ def test_time_budget_exceeded_warns_once_and_keeps_every_detection(nms_case, mon
     ticks = iter(range(0, 10_000, 100))  # every clock reading is 100 s later than the last
     monkeypatch.setattr(nms_module, "_clock", lambda: float(next(ticks)))
     pred = torch.from_numpy(nms_case["pred"])
-    with caplog.at_level(logging.WARNING, logger="utils.nms"):
+    with caplog.at_level(logging.WARNING, logger="utils.evaluation.nms"):
         out = non_max_suppression(pred, 0.001, 0.6, max_det=300, multi_label=True)
     warnings = [r for r in caplog.records if "time budget" in r.getMessage()]
     assert len(warnings) == 1
@@ -165,7 +165,7 @@ def test_time_budget_exceeded_warns_once_and_keeps_every_detection(nms_case, mon
 
 
 def test_no_warning_within_budget(nms_case, caplog):
-    with caplog.at_level(logging.WARNING, logger="utils.nms"):
+    with caplog.at_level(logging.WARNING, logger="utils.evaluation.nms"):
         non_max_suppression(torch.from_numpy(nms_case["pred"][1:2]), 0.001, 0.6, multi_label=True)
     assert not [r for r in caplog.records if "time budget" in r.getMessage()]
 

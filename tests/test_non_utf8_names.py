@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from train_helpers import COCO_NAMES, OneThread, REPO_ROOT, train_in_process
-from utils.image_files import open_video, write_image
+from utils.data.image_files import open_video, write_image
 from utils.printable import escaped, is_printable, printable
 
 GBK = os.fsdecode(b"\xb2\xe2\xca\xd4")  # the GBK bytes of 测试 ("test")
@@ -153,8 +153,8 @@ def test_export_and_demo_data_print_undecodable_names(tmp_path, capsys):
     """export.py and the demo-data generator print their output paths through the strict capsys stream."""
     import export
     from models.yolo import Model
-    from utils.checkpoint import save_checkpoint
-    from utils.demo_data import main as demo_data_main
+    from utils.io.checkpoint import save_checkpoint
+    from utils.data.demo_data import main as demo_data_main
 
     folder = tmp_path / GBK
     folder.mkdir()

@@ -91,7 +91,7 @@ def read_results(path):
 
 @pytest.mark.slow
 def test_notebook_runs_end_to_end_on_a_tiny_setting(repo_root, tmp_path, monkeypatch):
-    from utils.checkpoint import load_checkpoint
+    from utils.io.checkpoint import load_checkpoint
 
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # kernel and its scripts: no oversubscribed threads
         monkeypatch.setenv(var, "1")

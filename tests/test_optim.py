@@ -8,7 +8,7 @@ import torch.nn as nn
 
 import models.yolo as yolo
 from utils.errors import UserError
-from utils.optim import (accumulate_steps, build_lr_lambda, build_optimizer, build_scheduler, linear, one_cycle,
+from utils.training.optim import (accumulate_steps, build_lr_lambda, build_optimizer, build_scheduler, linear, one_cycle,
                          scaled_weight_decay, split_parameters, warmup, warmup_iterations)
 
 HYP = {"lr0": 0.01, "lrf": 0.1, "momentum": 0.937, "weight_decay": 0.0005, "warmup_epochs": 3.0,
@@ -184,7 +184,7 @@ def test_missing_hyperparameters_are_a_user_error():
 
 def test_optional_nominal_batch_size_in_hyp():
     """hyp['nbs'] (our addition) changes images per optimizer step; absent, v6.0's 64 applies."""
-    from utils.optim import accumulate_steps, nominal_batch_size, scaled_weight_decay
+    from utils.training.optim import accumulate_steps, nominal_batch_size, scaled_weight_decay
     assert nominal_batch_size({}) == 64 and nominal_batch_size(None) == 64
     assert nominal_batch_size({"nbs": 16}) == 16
     assert accumulate_steps(16, nominal_batch_size({"nbs": 16})) == 1

@@ -156,7 +156,7 @@ def test_interrupted_download_resumes_then_layout_labels_weights_and_noop(
                                                                         "instances_val2017.json"]
     assert not (tmp_path / "data/downloads").exists() and not (tmp_path / "weights/downloads").exists()
     # the dataset yaml written for this data root resolves to the new files
-    from utils.data_config import load_data_config
+    from utils.data.data_config import load_data_config
     cfg = load_data_config(str(coco / "coco.yaml"))
     assert cfg["train"] == str(coco / "train2017.txt") and cfg["nc"] == 80
     assert f"--data {coco / 'coco.yaml'}" in second.text
@@ -264,7 +264,7 @@ def test_coco128_from_local_folder(repo_root, tmp_path, standins, real_images_di
     assert (dest / "labels/train2017/000000000009.txt").read_bytes() == \
         (real_images_dir / "labels/train2017/000000000009.txt").read_bytes()
     assert os.access(dest / "images/train2017", os.W_OK)
-    from utils.data_config import load_data_config
+    from utils.data.data_config import load_data_config
     assert load_data_config(str(dest / "coco128.yaml"))["train"] == str(dest / "images/train2017")
 
 

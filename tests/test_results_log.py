@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from utils.errors import UserError
-from utils.results_log import (COLUMNS, append_results, format_header, format_row, plot_results, read_results,
+from utils.training.results_log import (COLUMNS, append_results, format_header, format_row, plot_results, read_results,
                                truncate_results)
 
 # The v6.0 header line, as upstream writes it: every name right-aligned in 20 characters.

@@ -1,5 +1,5 @@
 """utils/run_dir.increment_path: exp, exp2, exp3 ... never overwriting an earlier run."""
-from utils.run_dir import increment_path
+from utils.io.run_dir import increment_path
 
 
 def test_new_path_is_used_as_is_and_not_created(tmp_path):

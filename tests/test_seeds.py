@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.seeds import init_seeds
+from utils.training.seeds import init_seeds
 
 
 @pytest.fixture

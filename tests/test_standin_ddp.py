@@ -7,15 +7,15 @@ import sys
 import textwrap
 
 from train_helpers import YOLO_DIR, cli_env
-from utils.checkpoint import load_checkpoint
+from utils.io.checkpoint import load_checkpoint
 
 WRAPPER = textwrap.dedent("""
     import hashlib, json, os, sys
     sys.path.insert(0, {yolo_dir!r})
     import torch.distributed as dist
     import train
-    from utils.callbacks import Callbacks
-    from utils.parallel import de_parallel
+    from utils.training.callbacks import Callbacks
+    from utils.device.parallel import de_parallel
 
     rank, seen = int(os.environ["RANK"]), {{}}
     callbacks = Callbacks()
@@ -38,7 +38,7 @@ WRAPPER = textwrap.dedent("""
 
 
 def test_two_ranks_on_two_standin_cards_end_with_equal_weights(standin_mlu, tmp_path):
-    from utils.demo_data import generate_demo_dataset
+    from utils.data.demo_data import generate_demo_dataset
     generate_demo_dataset(tmp_path / "demo", n_train=16, n_val=8, imgsz=96, seed=0)
     script = tmp_path / "ddp_train.py"
     script.write_text(WRAPPER.format(yolo_dir=str(YOLO_DIR), out_dir=str(tmp_path)))

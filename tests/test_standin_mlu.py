@@ -188,9 +188,9 @@ def _python(code, env_extra=None):
 
 def test_product_code_loads_nothing_without_the_variable():
     code = ("import sys, torch, train, val, detect, export\n"
-            "from utils.devices import select_device, inventory\n"
+            "from utils.device.devices import select_device, inventory\n"
             "select_device('cpu'); inventory()\n"
-            "print(sorted(m for m in sys.modules if 'standin' in m and m != 'utils.standin_device'),"
+            "print(sorted(m for m in sys.modules if 'standin' in m and m != 'utils.device.standin_device'),"
             " torch._C._get_privateuse1_backend_name(), hasattr(torch, 'mlu'))\n"
             "from utils.errors import UserError\n"
             "try:\n    select_device('mlu')\nexcept UserError as e:\n    print(e)\n")
@@ -202,7 +202,7 @@ def test_product_code_loads_nothing_without_the_variable():
 
 
 def test_variable_loads_it_and_the_banner_and_collect_env_say_stand_in(standin_mlu):
-    run = _python("from utils.devices import select_device\nd = select_device('mlu:1')\n"
+    run = _python("from utils.device.devices import select_device\nd = select_device('mlu:1')\n"
                   "print(d.banner(), d.torch_device, d.name)", {"YOLOV5_STANDIN_MLU": "1"})
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[-1].strip() == "mlu:1 standin-mlu"

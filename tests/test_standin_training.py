@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from train_helpers import OneThread, train_in_process
-from utils.callbacks import Callbacks
-from utils.checkpoint import load_checkpoint
+from utils.training.callbacks import Callbacks
+from utils.io.checkpoint import load_checkpoint
 
 EPOCHS = 2
 DEVICES = ["cpu", "mlu"]
@@ -22,7 +22,7 @@ DEVICES = ["cpu", "mlu"]
 
 @pytest.fixture(scope="module")
 def demo_data(tmp_path_factory):
-    from utils.demo_data import generate_demo_dataset
+    from utils.data.demo_data import generate_demo_dataset
     root = tmp_path_factory.mktemp("standin_demo") / "demo"
     generate_demo_dataset(root, n_train=16, n_val=8, imgsz=128, seed=0)
     return root / "demo.yaml"
@@ -172,11 +172,11 @@ def test_val_detect_export_from_a_model_trained_on_mlu(mlu_weights, demo_data, t
 
     Standalone CPU validation runs channels-last by default (faster, rounds differently): switched
     off here so that both devices compute in the same layout."""
-    import utils.validator
+    import utils.evaluation.validator
     metrics = {}
     for dev in DEVICES:
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(utils.validator, "CHANNELS_LAST_ON_CPU", False)
+            mp.setattr(utils.evaluation.validator, "CHANNELS_LAST_ON_CPU", False)
             results, maps, _times = _main("val", ["--weights", str(mlu_weights), "--data", str(demo_data), "--img",
                                                   "64", "--device", dev, "--batch-size", "4", "--workers", "0",
                                                   "--project", str(tmp_path), "--name", f"val_{dev}"])

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from train_helpers import COCO_NAMES, YOLO_DIR, cli_env, make_data_yaml, train_args, train_cli
-from utils.checkpoint import load_checkpoint
+from utils.io.checkpoint import load_checkpoint
 
 
 def _bad_label_data(tmp_path, real_images_dir):
@@ -97,7 +97,7 @@ def test_sigterm_saves_resumable_last_and_resume_finishes(tmp_path, real_images_
 
     done = train_cli(["--resume", last])
     assert done.returncode == 0, done.stderr[-3000:]
-    assert f"Optimizer stripped from {last}," in done.stdout  # utils.checkpoint logs through "yolov5"
+    assert f"Optimizer stripped from {last}," in done.stdout  # utils.io.checkpoint logs through "yolov5"
     final = load_checkpoint(last)
     assert final["epoch"] == -1 and final["optimizer"] is None and "resume_state" not in final
     assert len((tmp_path / "sig" / "results.csv").read_text().splitlines()) == 2  # header + epoch 0

@@ -10,15 +10,15 @@ import textwrap
 import time
 
 from train_helpers import YOLO_DIR, cli_env, make_data_yaml, train_args
-from utils.checkpoint import load_checkpoint
-from utils.results_log import read_results
+from utils.io.checkpoint import load_checkpoint
+from utils.training.results_log import read_results
 
 WRAPPER = textwrap.dedent("""
     import hashlib, json, os, sys
     sys.path.insert(0, {yolo_dir!r})
     import train
-    from utils.callbacks import Callbacks
-    from utils.parallel import de_parallel
+    from utils.training.callbacks import Callbacks
+    from utils.device.parallel import de_parallel
 
     rank, seen = int(os.environ["RANK"]), {{"batches": []}}
     callbacks = Callbacks()
@@ -70,10 +70,10 @@ PATIENCE_WRAPPER = textwrap.dedent("""
     import numpy as np
     sys.path.insert(0, {yolo_dir!r})
     import train
-    import utils.trainer
+    import utils.training.trainer
 
     falling = iter([0.5, 0.4, 0.3, 0.2, 0.1])  # fitness gets worse every epoch: epoch 0 stays the best
-    utils.trainer.fitness = lambda x: np.array([next(falling)])
+    utils.training.trainer.fitness = lambda x: np.array([next(falling)])
     train.main(sys.argv[1:])
 """)
 
@@ -97,7 +97,7 @@ DYING_RANK_WRAPPER = textwrap.dedent("""
     import os, sys
     sys.path.insert(0, {yolo_dir!r})
     import train
-    from utils.callbacks import Callbacks
+    from utils.training.callbacks import Callbacks
 
     def die(ni, *args):
         if os.environ["RANK"] == "1" and ni == 1:  # rank 1 vanishes in the middle of epoch 0
@@ -130,7 +130,7 @@ STOP_AFTER_EPOCH0 = textwrap.dedent("""
     import sys
     sys.path.insert(0, {yolo_dir!r})
     import train
-    from utils.callbacks import Callbacks
+    from utils.training.callbacks import Callbacks
 
     callbacks = Callbacks()
 
@@ -179,7 +179,7 @@ HANGING_RANK_WRAPPER = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {yolo_dir!r})
     import train
-    from utils.callbacks import Callbacks
+    from utils.training.callbacks import Callbacks
 
     def hang(ni, *args):
         if os.environ["RANK"] == "1" and ni == 1:  # rank 1 stops answering in the middle of epoch 0
@@ -235,7 +235,7 @@ def test_hung_rank_makes_the_other_exit_after_the_collective_timeout(tmp_path, r
 def test_collective_timeout_setting():
     import pytest
 
-    from utils.ddp_failures import collective_timeout
+    from utils.training.ddp_failures import collective_timeout
     from utils.errors import UserError
     assert collective_timeout({}) is None and collective_timeout({"YOLOV5_DDP_TIMEOUT": " "}) is None
     assert collective_timeout({"YOLOV5_DDP_TIMEOUT": "600"}) == 600.0

@@ -7,9 +7,9 @@ import pytest
 import yaml
 
 from train_helpers import OneThread, make_data_yaml, train_args, train_in_process
-from utils.callbacks import Callbacks
-from utils.checkpoint import load_checkpoint
-from utils.results_log import read_results
+from utils.training.callbacks import Callbacks
+from utils.io.checkpoint import load_checkpoint
+from utils.training.results_log import read_results
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from utils.errors import UserError
-from utils.train_options import check_values, parse_opt, resolve_resume, save_options, warn_unused
+from utils.training.train_options import check_values, parse_opt, resolve_resume, save_options, warn_unused
 
 
 def test_v60_defaults_and_additions():

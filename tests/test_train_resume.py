@@ -7,10 +7,10 @@ import signal
 import pytest
 import torch
 
-import utils.trainer as trainer_module
+import utils.training.trainer as trainer_module
 from train_helpers import OneThread, make_data_yaml, train_args, train_in_process
-from utils.callbacks import Callbacks
-from utils.checkpoint import load_checkpoint
+from utils.training.callbacks import Callbacks
+from utils.io.checkpoint import load_checkpoint
 
 
 @pytest.fixture(autouse=True)
@@ -75,9 +75,9 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, real_images_
     assert saved["epoch"] == 1 and saved["optimizer"] is not None and not saved["resume_state"]["interrupted"]
 
     # the resumed run restores the learning rates the scheduler had reached (not lf(0) again)
-    from utils.devices import select_device
-    from utils.train_options import parse_opt, resolve_resume
-    from utils.train_setup import load_hyp
+    from utils.device.devices import select_device
+    from utils.training.train_options import parse_opt, resolve_resume
+    from utils.training.train_setup import load_hyp
     opt = resolve_resume(parse_opt(["--resume", str(last)]))
     probe = trainer_module.Trainer(opt, load_hyp(opt.hyp), select_device("cpu", log=False))
     probe._setup()
@@ -166,7 +166,7 @@ def test_non_finite_loss_stops_with_epoch_iteration_and_keeps_last_checkpoint(tm
 def test_resume_options_come_from_the_run_with_its_directory(tmp_path, monkeypatch):
     """opt.yaml may hold a save_dir relative to another working directory: the run directory is where
     last.pt lies; --device and --workers from the command line win, everything else is the run's."""
-    from utils.train_options import parse_opt, resolve_resume, save_options
+    from utils.training.train_options import parse_opt, resolve_resume, save_options
     run = tmp_path / "moved" / "exp3"
     (run / "weights").mkdir(parents=True)
     (run / "weights" / "last.pt").write_bytes(b"not read here")

@@ -9,9 +9,9 @@ import torch
 import yaml
 
 from train_helpers import YOLO_DIR, OneThread, make_data_yaml, train_args, train_in_process
-from utils.callbacks import Callbacks
-from utils.checkpoint import load_checkpoint
-from utils.results_log import read_results
+from utils.training.callbacks import Callbacks
+from utils.io.checkpoint import load_checkpoint
+from utils.training.results_log import read_results
 
 V60_RESULTS_HEADER = ("epoch,train/box_loss,train/obj_loss,train/cls_loss,metrics/precision,metrics/recall,"
                       "metrics/mAP_0.5,metrics/mAP_0.5:0.95,val/box_loss,val/obj_loss,val/cls_loss,x/lr0,x/lr1,x/lr2")
@@ -89,7 +89,7 @@ def test_full_run_writes_every_file(tmp_path, real_images_dir, capsys):
 
 def _ckpt_with_shifted_anchors(tmp_path, upstream_checkpoint):
     """The upstream-format fixture with its anchors changed, so 'anchors excluded' is visible."""
-    from utils.checkpoint import save_checkpoint
+    from utils.io.checkpoint import save_checkpoint
     ckpt = load_checkpoint(upstream_checkpoint)
     ckpt["model"].model[-1].anchors.mul_(1.5)
     return save_checkpoint(ckpt, tmp_path / "shifted.pt"), ckpt
@@ -97,7 +97,7 @@ def _ckpt_with_shifted_anchors(tmp_path, upstream_checkpoint):
 
 def test_pretrained_transfer_matches_checkpoint(tmp_path, upstream_checkpoint):
     """As upstream v6.0: keys with equal name and shape copied; anchors excluded when --cfg is given."""
-    from utils.train_setup import build_model, load_hyp
+    from utils.training.train_setup import build_model, load_hyp
     weights, ckpt = _ckpt_with_shifted_anchors(tmp_path, upstream_checkpoint)
     source = {k: v.float() for k, v in ckpt["model"].state_dict().items()}
     hyp = load_hyp("hyp.scratch.yaml")
@@ -137,7 +137,7 @@ def test_pretrained_run_freeze_and_transfer_message(tmp_path, real_images_dir, u
 def test_every_v6_hook_fires(tmp_path, real_images_dir):
     """Each training hook runs the number of times its moment occurs: 2 batches, one optimizer step
     each (warmup accumulates 1), hyperparameters once, teardown last."""
-    from utils.callbacks import HOOKS
+    from utils.training.callbacks import HOOKS
     data = make_data_yaml(tmp_path, real_images_dir, n=8)
     calls = []
     callbacks = Callbacks()

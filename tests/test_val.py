@@ -51,7 +51,7 @@ def _assert_same_rows(got, want, atol):
 def work(tmp_path_factory, real_images_dir):
     """Data yamls (all 16 in-repository images; a 4-image subset) and a default-initialised yolov5n checkpoint."""
     from models.yolo import Model
-    from utils.checkpoint import build_checkpoint, save_checkpoint
+    from utils.io.checkpoint import build_checkpoint, save_checkpoint
     d = tmp_path_factory.mktemp("val")
     images = sorted((real_images_dir / "images" / "train2017").glob("*.jpg"))
     (d / "subset.txt").write_text("".join(f"{p}\n" for p in images[:4]))
@@ -99,7 +99,7 @@ class ReplayModel(nn.Module):
 def loader320(real_images_dir):
     """The standalone validator's loader (rect, pad 0.5) over the 16 images at 320 in batches of 4, with its
     batches recorded."""
-    from utils.loaders import create_dataloader
+    from utils.data.loaders import create_dataloader
     loader, _ = create_dataloader(str(real_images_dir / "images" / "train2017"), 320, 4, 32, pad=0.5, rect=True,
                                   workers=0, nc=NC, prefix="val: ")
     batches = [(tuple(im.shape), t.clone()) for im, t, _, _ in loader]
@@ -113,7 +113,7 @@ def loader640(real_images_dir, tmp_path_factory):
     undoes that with the height's ratio on both axes, so their boxes can be up to a pixel off: no
     matter to our metric, which maps labels the same way, but visible to pycocotools at IoU 0.95.)"""
     from PIL import Image
-    from utils.loaders import create_dataloader
+    from utils.data.loaders import create_dataloader
     images = [p for p in sorted((real_images_dir / "images" / "train2017").glob("*.jpg")) if max(Image.open(p).size) == 640]
     assert len(images) == 11
     listing = tmp_path_factory.mktemp("val640") / "long640.txt"
@@ -123,7 +123,7 @@ def loader640(real_images_dir, tmp_path_factory):
 
 
 def _validate_replay(work, loader, tmp_path, edit=None, empty=False, **kw):
-    from utils.validator import run
+    from utils.evaluation.validator import run
     loader, batches = loader
     model = ReplayModel(batches, _names(), edit=edit, empty=empty)
     data = yaml.safe_load(work["full"].read_text())
@@ -210,7 +210,7 @@ def test_save_json_reports_exactly_pycocotools_ap(work, loader640, tmp_path, rea
     anno = real_images_dir / "annotations" / "instances_train2017.json"
     data = yaml.safe_load(work["full"].read_text())
     data["anno_json"] = "annotations/instances_train2017.json"  # data-yaml route, relative to `path`
-    from utils.validator import run
+    from utils.evaluation.validator import run
     loader, batches = loader640
     (mp, mr, map50, map_, *_), _, _ = run(data, model=ReplayModel(batches, _names(), edit=_disturb),
                                           dataloader=loader, device="cpu", save_dir=tmp_path, save_json=True,
@@ -246,10 +246,10 @@ def test_trainer_path_returns_val_losses_and_writes_nothing(work, tmp_path):
     """run(model=, dataloader=, compute_loss=, device=Device) as the trainer calls it: the val losses are
     the mean over batches of ComputeLoss on the eval-mode raw outputs; plots=False writes no file."""
     from models.yolo import Model
-    from utils.devices import select_device
-    from utils.loaders import create_dataloader
-    from utils.loss import ComputeLoss, scale_loss_gains
-    from utils.validator import run
+    from utils.device.devices import select_device
+    from utils.data.loaders import create_dataloader
+    from utils.training.loss import ComputeLoss, scale_loss_gains
+    from utils.evaluation.validator import run
     torch.manual_seed(1)
     model = Model(str(YOLO / "models" / "yolov5n.yaml"), nc=NC)
     hyp = yaml.safe_load((YOLO / "data" / "hyps" / "hyp.scratch.yaml").read_text())
@@ -292,7 +292,7 @@ def test_cli_real_checkpoint(work, upstream_checkpoint, tmp_path, real_images_di
     row = next(line for line in r.stdout.splitlines() if line.strip().startswith("all ")).split()
     assert row[1:3] == ["4", str(n_labels)]
 
-    from utils.validator import run
+    from utils.evaluation.validator import run
     results, maps, times = run(str(work["subset"]), weights=str(ckpt), batch_size=16, imgsz=320, conf_thres=0.01,
                                iou_thres=0.65, device="cpu", project=tmp_path, name="direct", plots=False)
     assert len(results) == 7 and all(isinstance(x, float) for x in results)
@@ -376,7 +376,7 @@ def test_task_speed_and_study(work, tmp_path, monkeypatch):
 
 def test_augment_and_half_on_cpu(work, upstream_checkpoint, tmp_path, capsys):
     """TTA changes the detections (more boxes from 3 scales); --half on CPU is a note, not a change."""
-    from utils.validator import run
+    from utils.evaluation.validator import run
     kw = dict(batch_size=4, imgsz=64, device="cpu", project=tmp_path, plots=False, conf_thres=0.01,
               save_txt=True, save_conf=True)
     ckpt = str(upstream_checkpoint)
@@ -425,7 +425,7 @@ def test_run_takes_v60_positional_order(work, upstream_checkpoint, tmp_path):
     position) validates exactly as the same call by keyword. (workers=0: a second standalone run in
     one process otherwise waits ~10 s for the first run's loader workers to shut down.)"""
     import inspect
-    from utils.validator import run
+    from utils.evaluation.validator import run
     params = inspect.signature(run).parameters
     assert list(params)[:len(V60_RUN)] == V60_RUN
     assert all(params[k].kind is inspect.Parameter.KEYWORD_ONLY for k in ("workers", "amp", "anno_json"))

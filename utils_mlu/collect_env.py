@@ -4,7 +4,7 @@ Reports OS, Python, CPU and memory, torch / torchvision, the CUDA stack (build v
 driver), the Cambricon stack (torch_mlu, NEUWARE_HOME, driver from `cnmon`, CNToolkit library
 versions from the .so names) and the devices each runtime shows. Works without torch_mlu, CUDA
 or even torch: whatever is missing is reported as missing. `--json` prints the same as JSON.
-The device probing goes through `yolov5/utils/devices.py`, the one module that knows device kinds.
+The device probing goes through `yolov5/utils/device/devices.py`, the one module that knows device kinds.
 """
 import argparse
 import json
@@ -93,7 +93,7 @@ def torch_info():
     if str(REPO_ROOT / "yolov5") not in sys.path:
         sys.path.insert(0, str(REPO_ROOT / "yolov5"))
     try:
-        from utils.devices import inventory
+        from utils.device.devices import inventory
         inv = inventory()
     except Exception as e:
         inv = {"error": f"{type(e).__name__}: {e}"}

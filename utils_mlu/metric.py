@@ -14,7 +14,7 @@ names an output file, drops the first MLU_ADAPTIVE_STRATEGY_COUNT samples as war
     mc.dump()
 
 Differences from Cambricon's collector, on purpose:
-- timing comes from the `device` object (`utils.devices.Device`): where the device has events that
+- timing comes from the `device` object (`utils.device.devices.Device`): where the device has events that
   can be polled (CUDA, torch_mlu >= 1.13), each interval is timed between two events on the
   device and read once they have completed, so no iteration waits for the device (one wait when
   the metrics are read); torch_mlu 1.x Notifiers time hardware at every sample (a wait each), and

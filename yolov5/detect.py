@@ -16,7 +16,7 @@ YOLO_ROOT = Path(__file__).resolve().parent
 if str(YOLO_ROOT) not in sys.path:
     sys.path.insert(0, str(YOLO_ROOT))
 
-from utils.detector import run  # noqa: E402,F401  (public: detect.run)
+from utils.inference.detector import run  # noqa: E402,F401  (public: detect.run)
 from utils.cli import print_args, set_logging  # noqa: E402
 from utils.errors import exit_on_user_error  # noqa: E402
 

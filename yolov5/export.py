@@ -17,7 +17,7 @@ if str(YOLO_ROOT) not in sys.path:
 
 from utils.cli import print_args, set_logging  # noqa: E402
 from utils.errors import exit_on_user_error  # noqa: E402
-from utils.exporter import TF_ONLY_OPTIONS, run, warn_tf_only  # noqa: E402,F401  (public: export.run)
+from utils.inference.exporter import TF_ONLY_OPTIONS, run, warn_tf_only  # noqa: E402,F401  (public: export.run)
 
 
 def parse_opt(argv=None):

@@ -5,7 +5,7 @@
     python train.py --resume                                                           # resume
     torchrun --nproc_per_node 4 train.py --data coco.yaml --cfg yolov5m.yaml --device mlu  # several cards
 
-Options follow upstream v6.0 (see utils/train_options.py for the additions: --pyamp, --iters, --skip,
+Options follow upstream v6.0 (see utils/training/train_options.py for the additions: --pyamp, --iters, --skip,
 --seed). Benchmark logs: export BENCHMARK_LOG=path before running (utils_mlu/metric.py).
 
 Exit codes: 0 done (also after a callback set callbacks.stop_training); 2 a user error (bad option,
@@ -23,20 +23,20 @@ YOLO_ROOT = Path(__file__).resolve().parent
 if str(YOLO_ROOT) not in sys.path:
     sys.path.insert(0, str(YOLO_ROOT))
 
-from utils.callbacks import Callbacks  # noqa: E402
+from utils.training.callbacks import Callbacks  # noqa: E402
 from utils.cli import print_args, set_logging  # noqa: E402
 from utils.errors import UserError, exit_on_user_error  # noqa: E402
-from utils.train_options import check_values, parse_opt, resolve_resume, warn_unused  # noqa: E402
+from utils.training.train_options import check_values, parse_opt, resolve_resume, warn_unused  # noqa: E402
 
 LOGGER = logging.getLogger("yolov5")
 
 
 def resolve_files(opt):
     """Check and resolve --data, --cfg, --hyp, --weights and make the run directory name."""
-    from utils.data_config import resolve_data_file
-    from utils.model_files import find_yaml
-    from utils.run_dir import increment_path
-    from utils.train_setup import check_weights_file
+    from utils.data.data_config import resolve_data_file
+    from utils.io.model_files import find_yaml
+    from utils.io.run_dir import increment_path
+    from utils.training.train_setup import check_weights_file
 
     opt.data = str(resolve_data_file(opt.data))
     opt.cfg = find_yaml(opt.cfg, "--cfg") if opt.cfg else ""
@@ -54,8 +54,8 @@ def ensure_demo_data(opt):
     """`--data demo.yaml`: generate the embedded demo dataset on first use (seconds, no download)."""
     if Path(opt.data).name != "demo.yaml":
         return
-    from utils.data_config import resolve_data_file
-    from utils.demo_data import ensure_demo_dataset
+    from utils.data.data_config import resolve_data_file
+    from utils.data.demo_data import ensure_demo_dataset
     import yaml
     shipped = resolve_data_file("demo.yaml") if not Path(opt.data).is_file() else Path(opt.data)
     root = yaml.safe_load(Path(shipped).read_text()).get("path", "../datasets/demo")
@@ -66,7 +66,7 @@ def ensure_demo_data(opt):
 
 def attach_benchmark(callbacks, opt, device):
     """MetricCollector on every iteration when BENCHMARK_LOG is set (Cambricon's benchmark tooling)."""
-    from utils.benchmark_hooks import BenchmarkHooks
+    from utils.training.benchmark_hooks import BenchmarkHooks
     hooks = BenchmarkHooks(opt, device)
     if hooks.enabled:
         hooks.register(callbacks)
@@ -76,13 +76,13 @@ def attach_benchmark(callbacks, opt, device):
 def attach_loggers(callbacks, opt, device):
     """TensorBoard on the main process (not when evolving, as v6.0); results.csv is the trainer's own."""
     if int(os.environ.get("RANK", device.local_rank)) in (-1, 0) and not opt.evolve:
-        from utils.tb_logger import attach_tensorboard
+        from utils.training.tb_logger import attach_tensorboard
         attach_tensorboard(callbacks, opt.save_dir)
 
 
 def train_once(opt, hyp, device, callbacks):
     """Run one training; returns the Trainer (.results; .interrupted and .stop after an early stop)."""
-    from utils.trainer import Trainer
+    from utils.training.trainer import Trainer
     trainer = Trainer(opt, hyp, device, callbacks)
     trainer.fit()
     return trainer
@@ -91,7 +91,7 @@ def train_once(opt, hyp, device, callbacks):
 def evolve(opt, hyp, device):
     """--evolve N: train N generations, each from a mutation of the best so far (as upstream v6.0)."""
     import numpy as np
-    from utils.evolve import evolve_generation, evolve_meta, plot_evolve, prepare_hyp, record_generation
+    from utils.training.evolve import evolve_generation, evolve_meta, plot_evolve, prepare_hyp, record_generation
 
     opt.noval, opt.nosave = True, True
     meta = evolve_meta(opt.noautoanchor)
@@ -132,7 +132,7 @@ def run_hyp_file(opt):
 
 def start_devices(opt):
     """The training device(s); under torchrun the options are checked and the process group joined."""
-    from utils.devices import select_device
+    from utils.device.devices import select_device
 
     device = select_device(opt.device, batch_size=opt.batch_size if opt.batch_size != -1 else None)
     if opt.batch_size == -1 and (device.world_size > 1 or len(device.indices) > 1):
@@ -143,7 +143,7 @@ def start_devices(opt):
             raise UserError("--image-weights and --evolve are not supported with several processes (torchrun)")
         if opt.batch_size % device.world_size:
             raise UserError(f"--batch-size {opt.batch_size} must be a multiple of the {device.world_size} processes")
-        from utils.ddp_failures import collective_timeout
+        from utils.training.ddp_failures import collective_timeout
         device.init_distributed(timeout_s=collective_timeout())
         opt.save_dir = rank0_value(opt.save_dir)  # each rank numbered exp{N} itself: use rank 0's
     return device
@@ -163,7 +163,7 @@ def main(argv=None, callbacks=None):
     print_args("train", opt)
     warn_unused(opt, log=LOGGER.warning)
 
-    from utils.train_setup import load_hyp
+    from utils.training.train_setup import load_hyp
 
     device = start_devices(opt)
     hyp = load_hyp(run_hyp_file(opt))
@@ -187,7 +187,7 @@ def main(argv=None, callbacks=None):
                         f"(results in {opt.save_dir})")
         return trainer.results
     except RuntimeError as e:  # backend errors of collectives (DistBackendError) are RuntimeErrors
-        from utils.ddp_failures import peer_failure_message
+        from utils.training.ddp_failures import peer_failure_message
         message = peer_failure_message(e, int(os.environ.get("RANK", device.local_rank)), device.world_size,
                                        Path(opt.save_dir) / "weights" / "last.pt")
         if message is None:

@@ -19,7 +19,7 @@ if str(YOLO_ROOT) not in sys.path:
 
 from utils.cli import LOGGER, print_args, set_logging  # noqa: E402
 from utils.errors import UserError, exit_on_user_error  # noqa: E402
-from utils.validator import run  # noqa: E402,F401  (public: val.run)
+from utils.evaluation.validator import run  # noqa: E402,F401  (public: val.run)
 
 
 def parse_opt(argv=None):
@@ -76,7 +76,7 @@ def study(opt, sizes=STUDY_SIZES):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from utils.printable import printable
-    from utils.run_dir import increment_path
+    from utils.io.run_dir import increment_path
 
     save_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok)
     save_dir.mkdir(parents=True, exist_ok=True)

@@ -98,11 +98,11 @@ def loss_parity(s, data_yaml):
     import copy
     import torch
     from models.yolo import Model
-    from utils.data_config import load_data_config
-    from utils.devices import select_device
-    from utils.loaders import create_dataloader
-    from utils.loss import ComputeLoss, scale_loss_gains
-    from utils.train_setup import load_hyp
+    from utils.data.data_config import load_data_config
+    from utils.device.devices import select_device
+    from utils.data.loaders import create_dataloader
+    from utils.training.loss import ComputeLoss, scale_loss_gains
+    from utils.training.train_setup import load_hyp
 
     dev, cpu = select_device(s.device, log=False), select_device("cpu", log=False)
     dev.set_current()
@@ -150,7 +150,7 @@ def child_main(argv):
     sys.path.insert(0, str(YOLO))
     os.chdir(YOLO)
     import train
-    from utils.devices import Device
+    from utils.device.devices import Device
     if precision == "fp32":
         Device.amp_default = lambda self, pyamp=False: bool(pyamp)  # CUDA's AMP off; CPU/MLU unchanged
     train.main(train_argv)
@@ -268,7 +268,7 @@ def main(argv=None):
     args = parse_args(argv)
     sys.path.insert(0, str(YOLO))
     import torch
-    from utils.devices import select_device
+    from utils.device.devices import select_device
     from utils.errors import UserError
     data_dir, out = Path(args.data_dir).resolve(), Path(args.out).resolve()
     images = sorted((data_dir / "images" / "train2017").glob("*.jpg"))

@@ -1,7 +1,7 @@
 """Loading trained weights for inference: attempt_load and model Ensembles (upstream v6.0 API).
 
 Deployment scripts written for YOLOv5 import `models.experimental.attempt_load`; it keeps the v6.0
-signature and behaviour, but reads files through the allow-list loader in utils.checkpoint, so a
+signature and behaviour, but reads files through the allow-list loader in utils.io.checkpoint, so a
 checkpoint cannot run code.
 """
 import logging
@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from utils.checkpoint import load_checkpoint, model_from_checkpoint
-from utils.train_imgsz import common_train_imgsz, stored_train_imgsz
+from utils.io.checkpoint import load_checkpoint, model_from_checkpoint
+from utils.io.train_imgsz import common_train_imgsz, stored_train_imgsz
 
 LOGGER = logging.getLogger("yolov5")
 

@@ -26,7 +26,7 @@ from models.common import (C3, C3SPP, C3TR, SPP, SPPF, Bottleneck, BottleneckCSP
                            DWConv, Expand, Focus, GhostBottleneck, GhostConv, fuse_conv_and_bn)
 from utils.errors import UserError
 from utils.flops import count_macs, gflops_at
-from utils.model_files import check_model_dict, find_yaml, load_model_yaml
+from utils.io.model_files import check_model_dict, find_yaml, load_model_yaml
 
 LOGGER = logging.getLogger("yolov5")
 
@@ -157,7 +157,7 @@ class Model(nn.Module):
             x = m(x)
             saved.append(x if m.i in self.save else None)
             if visualize:
-                from utils.feature_maps import feature_visualization  # imported only when asked (needs cv2)
+                from utils.inference.feature_maps import feature_visualization  # imported only when asked (needs cv2)
                 feature_visualization(x, m.type, m.i, save_dir=visualize)
         return x
 

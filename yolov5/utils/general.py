@@ -7,7 +7,7 @@ from utils.boxes import (clip_coords, scale_coords, segment2box, segments2boxes,
                          xyn2xy, xyxy2xywh, xyxy2xywhn)
 from utils.cli import print_args, set_logging  # noqa: F401
 from utils.image_size import check_img_size, make_divisible  # noqa: F401
-from utils.model_files import find_file as check_file  # noqa: F401
-from utils.nms import non_max_suppression  # noqa: F401
-from utils.run_dir import increment_path  # noqa: F401
-from utils.seeds import init_seeds  # noqa: F401
+from utils.io.model_files import find_file as check_file  # noqa: F401
+from utils.evaluation.nms import non_max_suppression  # noqa: F401
+from utils.io.run_dir import increment_path  # noqa: F401
+from utils.training.seeds import init_seeds  # noqa: F401

@@ -1,7 +1,7 @@
 """Pictures of images, labels and predictions: train_batch*.jpg, val_batch*_{labels,pred}.jpg, labels.jpg.
 
 Drawing uses OpenCV only (no font files, nothing downloaded), so it works on headless
-machines and offline clusters. Metric curves live with the metrics (utils/metrics.py).
+machines and offline clusters. Metric curves live with the metrics (utils/evaluation/metrics.py).
 """
 import math
 from pathlib import Path
@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from utils.boxes import xywh2xyxy
-from utils.image_files import write_image
+from utils.data.image_files import write_image
 from utils.printable import printable
 
 # 20 distinct BGR colours, cycled by class id.

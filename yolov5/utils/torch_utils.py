@@ -1,14 +1,14 @@
 """Compatibility front for scripts written against upstream YOLOv5 v6.0 (`utils.torch_utils`).
 
-Our own code uses `utils.devices.select_device`, which returns a `Device` with every
+Our own code uses `utils.device.devices.select_device`, which returns a `Device` with every
 device-specific decision. This module keeps the upstream signature, which returns a plain
 `torch.device`, for deployment and export scripts that import it by its v6.0 path.
 """
 import torch
 
-from utils import devices
-from utils.ema import ModelEMA  # noqa: F401  (upstream path utils.torch_utils.ModelEMA)
-from utils.parallel import de_parallel, is_parallel  # noqa: F401
+from utils.device import devices
+from utils.training.ema import ModelEMA  # noqa: F401  (upstream path utils.torch_utils.ModelEMA)
+from utils.device.parallel import de_parallel, is_parallel  # noqa: F401
 
 
 def select_device(device="", batch_size=None, newline=True) -> torch.device:

@@ -1,0 +1,1 @@
+"""Data: files, labels and their cache, augmentations, datasets and loaders, demo data, COCO conversion."""

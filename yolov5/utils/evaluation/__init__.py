@@ -1,0 +1,1 @@
+"""Evaluation: NMS, metrics and their plots, COCO json, the validator and its DDP split."""

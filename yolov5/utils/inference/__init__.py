@@ -1,0 +1,1 @@
+"""Inference: detect.py's sources and run loop, feature maps, export."""
