@@ -19,8 +19,8 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# (directory that is on sys.path, package folders / script folder below it to scan)
-ROOTS = ((REPO / "yolov5", (".", "models", "utils")), (REPO, ("utils_mlu",)))
+# (directory that is on sys.path, package folders / script folder below it to scan; "**" = with subpackages)
+ROOTS = ((REPO / "yolov5", (".", "models", "utils/**")), (REPO, ("utils_mlu",)))
 
 
 def project_modules(roots=ROOTS):
@@ -28,7 +28,8 @@ def project_modules(roots=ROOTS):
     modules = {}
     for base, folders in roots:
         for folder in folders:
-            for path in sorted((base / folder).glob("*.py")):
+            folder, _, deep = folder.partition("/")
+            for path in sorted((base / folder).glob("**/*.py" if deep else "*.py")):
                 parts = list(path.relative_to(base).with_suffix("").parts)
                 if parts[-1] == "__init__":
                     parts = parts[:-1]

@@ -6,6 +6,7 @@ utils/data/loaders.py, utils/inference/inference_sources.py and utils/inference/
 """
 from utils.data import detection_dataset as _dataset
 from utils.data.detection_dataset import LoadImagesAndLabels, img2label_paths, rect_batch_shapes  # noqa: F401
+from utils.data.image_files import IMG_FORMATS, VID_FORMATS  # noqa: F401
 from utils.inference.inference_sources import LoadImages  # noqa: F401
 from utils.data.loaders import InfiniteDataLoader, create_dataloader, seed_worker  # noqa: F401
 from utils.inference.stream_sources import LoadStreams  # noqa: F401

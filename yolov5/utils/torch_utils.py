@@ -6,7 +6,9 @@ device-specific decision. This module keeps the upstream signature, which return
 """
 import torch
 
+from models.common import fuse_conv_and_bn  # noqa: F401
 from utils.device import devices
+from utils.training.early_stop import EarlyStopping  # noqa: F401
 from utils.training.ema import ModelEMA  # noqa: F401  (upstream path utils.torch_utils.ModelEMA)
 from utils.device.parallel import de_parallel, is_parallel  # noqa: F401
 
