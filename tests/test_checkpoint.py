@@ -350,7 +350,7 @@ def test_process_killed_during_save_keeps_previous_file(tmp_path, repo_root):
     before = path.read_bytes()
     script = (
         "import os, signal, torch\n"
-        "from utils import checkpoint\n"
+        "from utils.io import checkpoint\n"
         "checkpoint.os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)\n"
         f"checkpoint.save_checkpoint({{'epoch': 2, 'w': torch.zeros(10000)}}, {str(path)!r})\n"
     )

@@ -62,7 +62,7 @@ def runtime_files(modernize_pkg):
 def recognise(root):
     if not root.is_dir():
         raise Refusal(f'{root}: no such directory; give the path of your YOLOv5 checkout')
-    if (root / 'utils' / 'devices.py').exists() and (root / 'utils' / 'trainer.py').exists():
+    if (root / 'utils' / 'device' / 'devices.py').exists() and (root / 'utils' / 'training' / 'trainer.py').exists():
         raise AlreadyReady(f'{root} is this project\'s trainer, which is already MLU-ready: run '
                            f'`python train.py --device mlu` there; nothing to port')
     missing = [f for f in RECOGNISED if not (root / f).is_file()]
