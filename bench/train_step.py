@@ -4,10 +4,10 @@ upstream YOLOv5's, side by side in one run.
 Settings: yolov5n at 320 px, batch 16, one fixed batch, median of 10 timed iterations after 3 warm-up
 ones. The batch is the first 16 images (sorted by name) of the data folder, letterboxed square with
 their real labels. Each side trains with its own code: our trainer's CPU configuration
-(utils.cpu_speed.optimise_for_training, build_optimizer, ComputeLoss with scaled gains; its worker calls
-utils.cpu_speed.limit_openmp_spinning before importing torch, as a training process has to) against
-upstream's Model and ComputeLoss with the optimizer train.py builds (SGD, Nesterov, three parameter
-groups, weight decay on the conv weights only). Both start from the same weights (ours are copied into
+(utils.cpu_speed.optimise_for_training, build_optimizer, ComputeLoss with scaled gains; ours' worker
+calls utils.cpu_speed.limit_openmp_spinning before importing torch where our train.py calls it, or
+with --spin-limit) against upstream's Model and ComputeLoss with the optimizer train.py builds (SGD,
+Nesterov, three parameter groups, weight decay on the conv weights only). Both start from the same weights (ours are copied into
 upstream's model), so their first-step losses must agree; the script prints how far they differ.
 
 The two sides take turns, one iteration each, alternating who goes first, so machine load hits both
@@ -40,12 +40,19 @@ TARGET_RATIO = 0.8  # ours / upstream, time per iteration
 BUSY_LOOP = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    for _ in range(100000): pass"
 
 
+def trainer_limits_spinning():
+    """Whether our train.py applies utils.cpu_speed.limit_openmp_spinning (ours' worker then does too)."""
+    return "limit_openmp_spinning()" in (side_by_side.OURS / "train.py").read_text()
+
+
 class Step:
     """Model + loss + optimizer of one side; `flavour` is 'ours', 'baseline' or 'upstream'."""
 
-    def __init__(self, flavour, cfg, imgsz, batch_size, hyp, threads):
+    def __init__(self, flavour, cfg, imgsz, batch_size, hyp, threads, spin_limit=False):
         self.openmp = "torch's default"
-        if flavour == "ours":  # as train.py: before this process first imports torch
+        if flavour == "ours" and not (spin_limit or trainer_limits_spinning()):
+            self.openmp += " (train.py does not call utils.cpu_speed.limit_openmp_spinning; --spin-limit applies it)"
+        elif flavour == "ours":  # as a training process must: before this process first imports torch
             from utils.cpu_speed import limit_openmp_spinning
             if limit_openmp_spinning():
                 self.openmp = ", ".join(f"{k}={os.environ.get(k, 'unset')}"
@@ -166,7 +173,8 @@ def measure(opt, cfg, imgsz, workdir):
     roots = {"ours": side_by_side.OURS, "baseline": side_by_side.OURS}
     if opt.upstream:
         roots["upstream"] = side_by_side.prepared_upstream(opt.upstream, workdir)
-    kw = dict(cfg=cfg, imgsz=imgsz, batch_size=opt.batch_size, hyp=opt.hyp, threads=opt.threads)
+    kw = dict(cfg=cfg, imgsz=imgsz, batch_size=opt.batch_size, hyp=opt.hyp, threads=opt.threads,
+              spin_limit=opt.spin_limit)
     sides = [side_by_side.Worker(n, roots[n], "train_step", "Step", upstream=n == "upstream", flavour=n, **kw)
              for n in names]
     imgs, targets = sides[0].call("fixed_batch", opt.data_dir)
@@ -218,6 +226,9 @@ def main():
     ap.add_argument("--busy", type=int, default=0, metavar="N",
                     help="run N CPU-bound processes beside the timed steps (a training step shares the CPU "
                          "with its dataloader workers)")
+    ap.add_argument("--spin-limit", action="store_true",
+                    help="ours: limit OpenMP spinning (utils.cpu_speed.limit_openmp_spinning) even where train.py "
+                         "does not; it always does where train.py calls it")
     ap.add_argument("--data-dir", default=str(side_by_side.default_data_dir()))
     ap.add_argument("--hyp", default=str(REPO / "yolov5" / "data" / "hyps" / "hyp.scratch.yaml"))
     ap.add_argument("--baseline", action="store_true", help="also our model as built, without the CPU speed-ups")
