@@ -1,19 +1,20 @@
 """Time of one training iteration (forward, loss, backward, optimizer step) on the CPU, fp32: ours and
 upstream YOLOv5's, side by side in one run.
 
-Settings: yolov5n at 320 px, batch 16, one fixed batch, median of 10 timed iterations after 3 warm-up
-ones. The batch is the first 16 images (sorted by name) of the data folder, letterboxed square with
-their real labels. Each side trains with its own code: our trainer's CPU configuration
+Settings: yolov5n at 320 px, batch 16, one fixed batch, median of 10 timed iterations after 3
+warm-up ones. The batch is the first 16 images (sorted by name) of the data folder, letterboxed square
+with their real labels. Each side trains with its own code: our trainer's CPU configuration
 (utils.cpu_speed.optimise_for_training, build_optimizer, ComputeLoss with scaled gains; ours' worker
 calls utils.cpu_speed.limit_openmp_spinning before importing torch where our train.py calls it, or
 with --spin-limit) against upstream's Model and ComputeLoss with the optimizer train.py builds (SGD,
-Nesterov, three parameter groups, weight decay on the conv weights only). Both start from the same weights (ours are copied into
-upstream's model), so their first-step losses must agree; the script prints how far they differ.
+Nesterov, three parameter groups, weight decay on the conv weights only). Both start from the same
+weights (ours are copied into upstream's model), so their first-step losses must agree; the script
+prints how far they differ.
 
 The two sides take turns, one iteration each, alternating who goes first, so machine load hits both
-alike: the ratio ours / upstream is the figure to trust on a shared machine. --baseline adds our model
-exactly as built (no CPU speed-ups, OpenMP left alone) as a third side. --profile prints, for each side, the operators
-that took the most CPU time over a few extra iterations (torch.profiler).
+alike: the ratio ours / upstream is the figure to trust on a shared machine. --baseline adds our
+model exactly as built (no CPU speed-ups, OpenMP left alone) as a third side. --profile prints, for
+each side, the operators that took the most CPU time over a few extra iterations (torch.profiler).
 
 Without --upstream only our side (and --baseline) is timed.
 
