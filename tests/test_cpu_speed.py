@@ -202,7 +202,7 @@ def test_openmp_spin_limit_applies_before_torch_and_not_after(spin_runs):
     limit = spin_runs["limit"]
     assert limit["loaded_before"] is False  # importing utils.cpu_speed does not load torch's OpenMP
     assert limit["applied"] is True
-    assert limit["env"] == {"GOMP_SPINCOUNT": "30000", "OMP_WAIT_POLICY": None}
+    assert limit["env"] == {"GOMP_SPINCOUNT": "10000", "OMP_WAIT_POLICY": None}
     assert limit["late"] == {"loaded": True, "applied": False}  # too late once torch is in
     assert spin_runs["default"]["env"] == {"GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": None}
 
@@ -231,4 +231,4 @@ def test_openmp_spin_limit_sets_nothing_once_openmp_is_loaded(monkeypatch):
     assert environ == {"PATH": "/bin"}
     monkeypatch.setattr(cpu_speed, "openmp_loaded", lambda: False)
     assert cpu_speed.limit_openmp_spinning(environ) is True
-    assert environ == {"PATH": "/bin", "GOMP_SPINCOUNT": "30000"}
+    assert environ == {"PATH": "/bin", "GOMP_SPINCOUNT": "10000"}

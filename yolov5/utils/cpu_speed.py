@@ -99,8 +99,8 @@ def optimise_for_training(model, device):
     return model
 
 
-# libgomp's spin count when nothing is set: 300000 polls before a waiting thread sleeps.
-OPENMP_SPIN_COUNT = 30000
+# Polls before an idle OpenMP thread sleeps (libgomp's own default, with nothing set: 300000).
+OPENMP_SPIN_COUNT = 10000
 # Variables by which a user has already chosen how OpenMP threads wait; then nothing is set.
 OPENMP_WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
@@ -115,15 +115,16 @@ def openmp_loaded():
 
 
 def limit_openmp_spinning(environ=None):
-    """Let torch's idle OpenMP threads go to sleep after 30000 polls instead of libgomp's 300000.
+    """Let torch's idle OpenMP threads go to sleep after 10000 polls instead of libgomp's 300000.
 
     Between two parallel operators (thousands per training step) a torch thread polls for its next
     piece of work before sleeping. When another process holds a core (a dataloader worker, any
     other job), the polling thread takes that core's time from the thread everyone waits for, and
     every operator's barrier then waits for a scheduler time slice. Measured on 2 cores, yolov5n
-    320 px batch 16, ours alternating with itself (bench/train_step.py workers):
-        one busy process beside the step: 4.84 s per step by default, 2.06 s with 30000 polls;
-        nothing beside it: 0.543 s vs 0.541 s (OMP_WAIT_POLICY=PASSIVE: 0.637 s, hence not that).
+    batch 16, each setting in its own process, taking turns step by step (median step time / default's):
+        one busy process beside the step, 320 px: 10000 polls 0.44x, 30000 0.57x (default 3.0 s);
+        nothing beside it: 10000 polls 0.99x at 320 px, 1.01x at 640 px (default 0.54 s, 2.3 s);
+        OMP_WAIT_POLICY=PASSIVE: 0.24x with the busy process but 1.16x alone, hence not that.
     Thread count and work split stay the same, so every number is bit-identical.
 
     libgomp reads its environment once, when torch loads it: call this before the first
