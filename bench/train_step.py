@@ -1,18 +1,20 @@
 """Time of one training iteration (forward, loss, backward, optimizer step) on the CPU, fp32: ours and
 upstream YOLOv5's, side by side in one run.
 
-Settings: yolov5n at 320 px, batch 16, one fixed batch, median of 10 timed iterations after 3 warm-up
-ones. The batch is the first 16 images (sorted by name) of the data folder, letterboxed square with
-their real labels. Each side trains with its own code: our trainer's CPU configuration
-(utils.training.cpu_speed.optimise_for_training, build_optimizer, ComputeLoss with scaled gains) against
-upstream's Model and ComputeLoss with the optimizer train.py builds (SGD, Nesterov, three parameter
-groups, weight decay on the conv weights only). Both start from the same weights (ours are copied into
-upstream's model), so their first-step losses must agree; the script prints how far they differ.
+Settings: yolov5n at 320 px, batch 16, one fixed batch, median of 10 timed iterations after 3
+warm-up ones. The batch is the first 16 images (sorted by name) of the data folder, letterboxed square
+with their real labels. Each side trains with its own code: our trainer's CPU configuration
+(utils.training.cpu_speed.optimise_for_training, build_optimizer, ComputeLoss with scaled gains; ours' worker
+calls utils.training.cpu_speed.limit_openmp_spinning before importing torch where our train.py calls it, or
+with --spin-limit) against upstream's Model and ComputeLoss with the optimizer train.py builds (SGD,
+Nesterov, three parameter groups, weight decay on the conv weights only). Both start from the same
+weights (ours are copied into upstream's model), so their first-step losses must agree; the script
+prints how far they differ.
 
 The two sides take turns, one iteration each, alternating who goes first, so machine load hits both
-alike: the ratio ours / upstream is the figure to trust on a shared machine. --baseline adds our model
-exactly as built (no CPU speed-ups) as a third side. --profile prints, for each side, the operators
-that took the most CPU time over a few extra iterations (torch.profiler).
+alike: the ratio ours / upstream is the figure to trust on a shared machine. --baseline adds our
+model exactly as built (no CPU speed-ups, OpenMP left alone) as a third side. --profile prints, for
+each side, the operators that took the most CPU time over a few extra iterations (torch.profiler).
 
 Without --upstream only our side (and --baseline) is timed.
 
@@ -23,6 +25,7 @@ import argparse
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,12 +37,29 @@ import side_by_side
 REPO = side_by_side.REPO
 PHASES = ("forward", "loss", "backward", "step")
 TARGET_RATIO = 0.8  # ours / upstream, time per iteration
+# --busy: one core's worth of other work, as a dataloader worker makes; ends with its parent
+BUSY_LOOP = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    for _ in range(100000): pass"
+
+
+def trainer_limits_spinning():
+    """Whether our train.py applies utils.training.cpu_speed.limit_openmp_spinning (ours' worker then does too)."""
+    return "limit_openmp_spinning()" in (side_by_side.OURS / "train.py").read_text()
 
 
 class Step:
     """Model + loss + optimizer of one side; `flavour` is 'ours', 'baseline' or 'upstream'."""
 
-    def __init__(self, flavour, cfg, imgsz, batch_size, hyp, threads):
+    def __init__(self, flavour, cfg, imgsz, batch_size, hyp, threads, spin_limit=False):
+        self.openmp = "torch's default"
+        if flavour == "ours" and not (spin_limit or trainer_limits_spinning()):
+            self.openmp += " (train.py does not call utils.training.cpu_speed.limit_openmp_spinning; --spin-limit applies it)"
+        elif flavour == "ours":  # as a training process must: before this process first imports torch
+            from utils.training.cpu_speed import limit_openmp_spinning
+            if limit_openmp_spinning():
+                self.openmp = ", ".join(f"{k}={os.environ.get(k, 'unset')}"
+                                        for k in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY"))
+            else:
+                self.openmp = "torch was imported first: OpenMP spinning left at its default"
         import torch
         import yaml
         if threads:
@@ -72,6 +92,9 @@ class Step:
                 targets.append([i, c, (x * w0 * rw + pw) / s, (y * h0 * rh + ph) / s, w * w0 * rw / s, h * h0 * rh / s])
         imgs = torch.from_numpy(np.ascontiguousarray(np.stack(images))).float() / 255
         return imgs, torch.tensor(targets, dtype=torch.float32)
+
+    def openmp_setting(self):
+        return self.openmp
 
     def state_dict(self):
         return {k: v.clone() for k, v in self.model.state_dict().items()}
@@ -151,15 +174,23 @@ def measure(opt, cfg, imgsz, workdir):
     roots = {"ours": side_by_side.OURS, "baseline": side_by_side.OURS}
     if opt.upstream:
         roots["upstream"] = side_by_side.prepared_upstream(opt.upstream, workdir)
-    kw = dict(cfg=cfg, imgsz=imgsz, batch_size=opt.batch_size, hyp=opt.hyp, threads=opt.threads)
+    kw = dict(cfg=cfg, imgsz=imgsz, batch_size=opt.batch_size, hyp=opt.hyp, threads=opt.threads,
+              spin_limit=opt.spin_limit)
     sides = [side_by_side.Worker(n, roots[n], "train_step", "Step", upstream=n == "upstream", flavour=n, **kw)
              for n in names]
     imgs, targets = sides[0].call("fixed_batch", opt.data_dir)
     weights = sides[0].call("state_dict")
     for s in sides:
         s.call("start", imgs, targets, weights)
+    print(f"{cfg:8s} {imgsz:5d} OpenMP waiting: " + "; ".join(f"{s.name} {s.call('openmp_setting')}" for s in sides))
     records = {s.name: [] for s in sides}
-    side_by_side.alternate(sides, opt.warmup + opt.iters, lambda s, r: records[s.name].append(s.call("step")))
+    busy = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(opt.busy)]
+    try:
+        side_by_side.alternate(sides, opt.warmup + opt.iters, lambda s, r: records[s.name].append(s.call("step")))
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
     totals = {}
     for s in sides:
         rec = records[s.name][opt.warmup:]
@@ -193,16 +224,22 @@ def main():
     ap.add_argument("--iters", type=int, default=10, help="timed iterations per side")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    ap.add_argument("--busy", type=int, default=0, metavar="N",
+                    help="run N CPU-bound processes beside the timed steps (a training step shares the CPU "
+                         "with its dataloader workers)")
+    ap.add_argument("--spin-limit", action="store_true",
+                    help="ours: limit OpenMP spinning (utils.training.cpu_speed.limit_openmp_spinning) even where train.py "
+                         "does not; it always does where train.py calls it")
     ap.add_argument("--data-dir", default=str(side_by_side.default_data_dir()))
     ap.add_argument("--hyp", default=str(REPO / "yolov5" / "data" / "hyps" / "hyp.scratch.yaml"))
     ap.add_argument("--baseline", action="store_true", help="also our model as built, without the CPU speed-ups")
     ap.add_argument("--profile", type=int, default=0, metavar="N", help="profile N more iterations of each side")
     opt = ap.parse_args()
-    if opt.iters < 1 or opt.warmup < 0:
-        ap.error("--iters must be >= 1 and --warmup >= 0")
+    if opt.iters < 1 or opt.warmup < 0 or opt.busy < 0:
+        ap.error("--iters must be >= 1, --warmup >= 0 and --busy >= 0")
     print(f"settings: batch {opt.batch_size}, fp32 CPU, {opt.warmup} warm-up + {opt.iters} timed iterations per "
-          f"side, alternating; {Path(opt.hyp).name}, data {opt.data_dir}; {os.cpu_count()} CPUs, load average "
-          f"{os.getloadavg()[0]:.2f}")
+          f"side, alternating, {opt.busy} busy processes beside them; {Path(opt.hyp).name}, data {opt.data_dir}; "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
     print(f"{'model':8s} {'imgsz':>5s} {'side':9s} " + " ".join(f"{p:>8s}" for p in PHASES)
           + f" {'total':>8s} {'faults':>8s} {'peak MiB':>8s}   (median seconds per iteration)")
     with side_by_side.scratch_dir("train_step_") as tmp:

@@ -137,3 +137,34 @@ def test_yolov5n_ema_tracks_detect_anchors(repo_root):
     weight_on_old = d[0] * d[1] * d[2]  # share of the original anchors left after three updates
     expected = model.model[-1].anchors * (1 - weight_on_old / 2)
     torch.testing.assert_close(ema.ema.model[-1].anchors, expected, rtol=1e-6, atol=1e-6)
+
+
+def reference_updates(model, n, seed0):
+    """v6.0's per-tensor update written out: avg = avg * d + current * (1 - d), n times."""
+    average = {k: v.clone() for k, v in model.state_dict().items()}
+    for u in range(1, n + 1):
+        perturb(model, seed=seed0 + u)
+        d = 0.9999 * (1 - math.exp(-u / 2000))
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                average[k].mul_(d).add_(v, alpha=1.0 - d)
+    return average
+
+
+@pytest.mark.parametrize("foreach", [True, False])
+def test_update_is_bit_identical_to_the_per_tensor_formula(foreach, monkeypatch):
+    import utils.training.ema as ema_module
+    if not foreach:  # the loop devices without foreach kernels (an MLU) take
+        monkeypatch.setattr(ema_module, "_FOREACH_DEVICES", ())
+    expected = reference_updates(tiny_model(seed=3), 3, seed0=10)
+    model = tiny_model(seed=3)
+    ema = ModelEMA(model)
+    for u in range(1, 4):
+        perturb(model, seed=10 + u)
+        ema.update(model)
+    got = ema.ema.state_dict()
+    for k, v in expected.items():
+        if v.dtype.is_floating_point:
+            assert torch.equal(got[k], v), k  # every bit, after 3 updates
+        else:
+            assert torch.equal(got[k], tiny_model(seed=3).state_dict()[k])  # untouched integer buffer

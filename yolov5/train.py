@@ -151,6 +151,8 @@ def start_devices(opt):
 
 @exit_on_user_error
 def main(argv=None, callbacks=None):
+    from utils.training.cpu_speed import limit_openmp_spinning
+    limit_openmp_spinning()  # before torch is first imported: libgomp reads it once, at load
     opt = parse_opt(argv)
     local_rank = int(os.environ.get("LOCAL_RANK", -1))
     set_logging(int(os.environ.get("RANK", local_rank)))  # one node's logs only: global rank 0

@@ -132,10 +132,12 @@ class Trainer:
                 remove_stale_temp_files(self.weights_dir)
         self.model = optimise_for_training(dev.move(model), dev)  # CPU: keep freed memory (no page faults)
         freeze_layers(self.model, opt.freeze)
-        # NHWC suits MLU (CNNL convolutions prefer it); on CPU it measured slower, so it stays off there
+        # NHWC suits MLU (CNNL convolutions prefer it). On CPU it is refused: torch's CPU BatchNorm
+        # computes NHWC batch statistics differently, so losses drift from NCHW (about 1% by step 3)
         self.layout = torch.contiguous_format
         if getattr(opt, "channels_last", False) and not dev.is_accelerator:
-            LOGGER.warning("WARNING: --channels-last is ignored on CPU (slower there); training in NCHW")
+            LOGGER.warning("WARNING: --channels-last is ignored on CPU (its BatchNorm statistics differ from NCHW "
+                           "there); training in NCHW")
         elif getattr(opt, "channels_last", False):
             self.model = self.model.to(memory_format=torch.channels_last)
             self.layout = torch.channels_last
