@@ -26,7 +26,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 OURS = REPO / "yolov5"
-UPSTREAM_FILES = ("train.py", "val.py", "models/yolo.py", "utils/datasets.py", "utils/training/loss.py", "utils/general.py")
+UPSTREAM_FILES = ("train.py", "val.py", "models/yolo.py", "utils/datasets.py", "utils/loss.py", "utils/general.py")
 UNUSED_OPTIONAL = ("pandas", "seaborn", "requests", "thop")
 
 

@@ -122,7 +122,7 @@ class Step:
     def _upstream_setup(self):
         """What upstream train.py does before its loop, for this model and batch size."""
         import torch.nn as nn
-        from utils.training.loss import ComputeLoss
+        from utils.loss import ComputeLoss  # upstream's module
         nl, hyp = self.model.model[-1].nl, dict(self.hyp)
         hyp["box"] *= 3 / nl
         hyp["cls"] *= 80 / 80 * 3 / nl

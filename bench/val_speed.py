@@ -83,7 +83,7 @@ class Validation:
     def run(self):
         """One validation: (wall seconds, images, (P, R, mAP@.5, mAP@.5:.95), (pre, inf, NMS ms per image),
         (detections kept by NMS, sum of their confidences))."""
-        from utils.training.callbacks import Callbacks
+        from utils.callbacks import Callbacks  # the v6.0 path: both code bases have it
         detections = [0, 0.0]
 
         def count(pred, *_):  # on_val_image_end: both code bases call it with each image's detections
