@@ -38,7 +38,7 @@ def test_upstream_that_is_not_a_checkout_is_one_line_and_exit_2(script, tmp_path
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2
     assert run.stderr.strip() == (f"--upstream {tmp_path}: not a YOLOv5 checkout (missing val.py, models/yolo.py, "
-                                  f"utils/datasets.py, utils/training/loss.py, utils/general.py); pass the folder that holds "
+                                  f"utils/datasets.py, utils/loss.py, utils/general.py); pass the folder that holds "
                                   f"upstream's train.py")
 
 
@@ -48,3 +48,28 @@ def test_upstream_that_is_this_repository_is_refused(tmp_path):
     assert run.returncode == 2
     assert "that is this repository; pass an upstream YOLOv5 checkout" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+OUR_STAGE_PACKAGES = ("data", "training", "evaluation", "inference", "device", "io")
+
+
+def _imports_in(function):
+    import ast
+    import inspect
+    import textwrap
+    tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+
+
+def test_upstream_side_uses_only_v60_paths():
+    """Code that runs inside upstream's checkout names upstream's modules, never our stage packages
+    (a layout change of ours must not leak into what the upstream side imports or checks)."""
+    import train_step
+    import val_speed
+    ours = tuple(f"utils/{p}/" for p in OUR_STAGE_PACKAGES)
+    assert not [f for f in side_by_side.UPSTREAM_FILES if f.startswith(ours)]
+    assert "utils/loss.py" in side_by_side.UPSTREAM_FILES
+    for function in (train_step.Step._upstream_setup, val_speed.Validation.run):  # upstream-only / both sides
+        names = _imports_in(function)
+        assert not [n for n in names if n.startswith(tuple(f"utils.{p}" for p in OUR_STAGE_PACKAGES))], names
